@@ -1,0 +1,344 @@
+"""The ``raw2ready`` command: a thin click layer over the library.
+
+Exit codes (one table, see :mod:`steps.errors`): 0 ok (incl. skipped), 1 unexpected failure,
+2 bad arguments, 3 invalid input, 75 transient failure (retry later). Errors print one line on stderr.
+Commands from other distributions (``workflows`` adds ``render`` and ``submit``) join through the
+``raw2ready.commands`` entry-point group, so step images without Hera simply do not have them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from datetime import date
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+import steps
+from steps.errors import InvalidInputError, Raw2ReadyError, UsageError, exit_code_for
+
+log = logging.getLogger("raw2ready")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    from steps.settings import get_settings
+
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    if verbose == 0 and not quiet:
+        level = getattr(logging, get_settings().log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("botocore", "boto3", "urllib3", "rasterio", "rio_cogeo", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """Print one clear line for ``exc`` and exit with its documented code."""
+    code = exit_code_for(exc)
+    kind = {2: "usage error", 3: "invalid input", 75: "temporary failure (retry later)"}.get(code, "error")
+    click.echo(f"raw2ready: {kind}: {exc}", err=True)
+    sys.exit(code)
+
+
+class Raw2ReadyGroup(click.Group):
+    """Top-level group: loads plugin commands and turns library errors into exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Built-in commands plus entry-point plugins, sorted."""
+        return sorted(set(super().list_commands(ctx)) | set(_plugins()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """A built-in command or a plugin command."""
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in _plugins():
+            loaded = _plugins()[name].load()
+            cmd = loaded if isinstance(loaded, click.Command) else None
+        return cmd
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; map raw2ready errors to exit codes with one line on stderr."""
+        try:
+            return super().invoke(ctx)
+        except Raw2ReadyError as exc:
+            fail(exc)
+
+
+def _plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group="raw2ready.commands")}
+
+
+@click.group(cls=Raw2ReadyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(steps.__version__, prog_name="raw2ready")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def main(verbose: int, quiet: bool) -> None:
+    """raw2ready: Sentinel-2 L2A/L1C archives to analysis-ready NDVI/LAI COGs and a STAC catalog.
+
+    \b
+    Start here:
+      raw2ready demo                      synthesize a small archive and process it (offline)
+      raw2ready run --source … --tiles 47PPR --start 2024-01-01 --end 2024-01-31 --out ./products
+    Exit codes: 0 ok · 1 failure · 2 bad arguments · 3 invalid input · 75 temporary failure (retry).
+    Deployment settings come from RAW2READY_* environment variables (see README).
+    """
+    _setup_logging(verbose, quiet)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _tiles_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--tiles", required=True, help="MGRS tiles, comma-separated (e.g. 47PPR,47PQR).")(f)
+
+
+def _validate_tiles(tiles: str) -> list[str]:
+    from steps.grid import normalize_tiles
+
+    try:
+        out = normalize_tiles(tiles)
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from exc
+    if not out:
+        raise UsageError("no tiles given")
+    return out
+
+
+def _validate_dates(start: str, end: str) -> None:
+    from steps.source import parse_date_range
+
+    parse_date_range(start, end)
+
+
+class _Progress:
+    """Progress on stderr: a rich bar on a terminal, one log line per scene otherwise."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.done = total, 0
+        self.bar: Any = None
+        if sys.stderr.isatty() and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("{task.description}"), transient=False)
+            self.task = self.bar.add_task("", total=total)
+            self.bar.start()
+
+    def __call__(self, result: Any) -> None:
+        self.done += 1
+        text = f"{result.scene_id} {result.status}" + (f" ({result.error})" if result.error else "")
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, description=text)
+        else:
+            log.info("[%d/%d] %s", self.done, self.total, text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _print_summary(summary: Any) -> None:
+    counts = {k: summary.count(k) for k in ("done", "skipped", "complete", "failed")}
+    click.echo(
+        f"scenes: {counts['done']} done, {counts['skipped']} skipped, {counts['complete']} already complete, "
+        f"{counts['failed']} failed"
+    )
+    for r in summary.results:
+        if r.status == "failed":
+            click.echo(f"  FAILED {r.scene_id} at step {r.step or '?'} (exit {r.exit_code}): {r.error}")
+    click.echo(f"catalog: {summary.catalog}")
+
+
+def run_range(source: str, tiles: list[str], start: str, end: str, out: str, workers: int, force: bool) -> Any:
+    """List and process scenes with progress; return the run summary."""
+    from steps.runner import run_scenes
+    from steps.settings import get_settings
+    from steps.source import find_scenes
+    from steps.storage import open_storage
+
+    open_storage(out)  # validates the output URI before any work
+    scenes = find_scenes(source, tiles, start, end)
+    click.echo(f"{len(scenes)} scene(s) for {','.join(tiles)} {start}..{end}", err=True)
+    progress = _Progress(len(scenes), "processing")
+    try:
+        summary = run_scenes(scenes, out, workers=workers, force=force, settings=get_settings(), progress=progress)
+    finally:
+        progress.close()
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- commands
+@main.command()
+@click.option("--source", required=True, envvar="RAW2READY_STAC_API_URL",
+              help="STAC source: static catalog (path, s3:// or https:// URL) or STAC API URL.")
+@_tiles_option
+@click.option("--start", required=True, help="First date, YYYY-MM-DD (inclusive).")
+@click.option("--end", required=True, help="Last date, YYYY-MM-DD (inclusive).")
+@click.option("--out", required=True, help="Output root: directory or s3://bucket/prefix.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Scenes processed in parallel (default RAW2READY_WORKERS or 2).")
+@click.option("--force", is_flag=True, help="Reprocess scenes that are already complete.")
+def run(source: str, tiles: str, start: str, end: str, out: str, workers: int | None, force: bool) -> None:
+    """Process every scene of TILES between START and END into OUT, then rebuild the catalog.
+
+    Scenes already complete are skipped, so re-running converges without redoing work. Exits non-zero when
+    any scene failed (1 unexpected, 75 transient, 3 invalid input).
+    """
+    from steps.settings import get_settings
+
+    tl = _validate_tiles(tiles)
+    _validate_dates(start, end)
+    summary = run_range(source, tl, start, end, out, workers or get_settings().workers, force)
+    _print_summary(summary)
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the synthetic archive (a static STAC catalog).")
+@click.option("--tiles", default=None, help="MGRS tiles, comma-separated (default: the demo scenes).")
+@click.option("--start", default=None, help="First date YYYY-MM-DD (with --tiles).")
+@click.option("--end", default=None, help="Last date YYYY-MM-DD (with --tiles).")
+@click.option("--size", type=int, default=600, show_default=True,
+              help="Scene side in 10 m pixels, multiple of 6, up to 10980 (a full tile).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
+def synth(out: Path, tiles: str | None, start: str | None, end: str | None, size: int, seed: int) -> None:
+    """Write a realistic synthetic Sentinel-2 L2A + L1C archive shaped like Earth Search v1."""
+    from steps import synth as sy
+
+    if size % 6 or not 6 <= size <= 10980:
+        raise UsageError(f"--size {size}: must be a multiple of 6 between 6 and 10980")
+    if tiles:
+        if not (start and end):
+            raise UsageError("--tiles needs --start and --end")
+        _validate_dates(start, end)
+        specs = sy.specs_for_range(_validate_tiles(tiles), date.fromisoformat(start), date.fromisoformat(end),
+                                   seed=seed)
+    else:
+        specs = sy.demo_specs()
+    click.echo(f"writing {len(specs)} scene(s) of {size}x{size} px to {out}", err=True)
+    root = sy.synthesize_archive(out, specs, size=size, seed=seed)
+    click.echo(str(root))
+
+
+@main.command()
+@click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("raw2ready-demo"),
+              show_default=True, help="Where to put the synthetic archive and the products.")
+@click.option("--size", type=int, default=600, show_default=True, help="Scene side in 10 m pixels.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+def demo(workdir: Path, size: int, workers: int) -> None:
+    """Synthesize a small archive (2 tiles, pre- and post-04.00 scenes, a fully clouded one) and process it."""
+    from steps import synth as sy
+
+    archive = workdir / "archive"
+    out = workdir / "products"
+    specs = sy.demo_specs()
+    click.echo(f"1/2 synthesizing {len(specs)} scenes ({size}x{size} px) into {archive}", err=True)
+    root = sy.synthesize_archive(archive, specs, size=size, seed=0)
+    tiles = sorted({s.tile for s in specs})
+    start = min(s.datetime for s in specs).date().isoformat()
+    end = max(s.datetime for s in specs).date().isoformat()
+    click.echo(f"2/2 processing {','.join(tiles)} {start}..{end} into {out}", err=True)
+    summary = run_range(str(root), tiles, start, end, str(out.resolve()), workers, False)
+    _print_summary(summary)
+    click.echo(
+        "\nNext:\n"
+        f"  browse the catalog:  {out.resolve() / 'catalog.json'}\n"
+        f"  validate it:         raw2ready validate {out.resolve() / 'catalog.json'}\n"
+        f"  run again (no work): raw2ready run --source {root} --tiles {','.join(tiles)} --start {start} "
+        f"--end {end} --out {out.resolve()}"
+    )
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.argument("catalog")
+@click.option("--cogs/--no-cogs", default=True, show_default=True, help="Also validate every asset as a COG.")
+def validate(catalog: str, cogs: bool) -> None:
+    """Validate a STAC catalog recursively (offline schemas) and its COG assets; exit 3 if invalid."""
+    from steps.validate import validate_products
+
+    errors = validate_products(catalog, cogs=cogs)
+    for e in errors:
+        click.echo(f"  {e}", err=True)
+    if errors:
+        raise InvalidInputError(f"{len(errors)} problem(s) in {catalog}")
+    click.echo(f"valid: {catalog}")
+
+
+@main.group()
+def catalog() -> None:
+    """Catalog maintenance."""
+
+
+@catalog.command("rebuild")
+@click.option("--out", required=True, help="Output root holding the products (directory or s3://…).")
+def catalog_rebuild(out: str) -> None:
+    """Rebuild the whole catalog tree and index from the item sidecars in storage."""
+    from steps.catalog import rebuild_catalog
+    from steps.storage import open_storage
+
+    res = rebuild_catalog(open_storage(out))
+    click.echo(f"{res.items} items, {res.skipped} skipped scenes; {res.written} files written, "
+               f"{res.unchanged} unchanged, {res.removed} stale removed")
+
+
+# ------------------------------------------------------------------------------ generated step commands
+@main.group()
+def step() -> None:
+    """Run one pipeline step (the container entrypoint); options are generated from the step contract."""
+
+
+def _make_step_command(name: str) -> click.Command:
+    from steps.contract import write_outputs
+    from steps.registry import STEPS
+
+    st = STEPS[name]
+    params: list[click.Parameter] = []
+    for fname, f in st.input_fields().items():
+        ptype = {int: click.INT, float: click.FLOAT, bool: click.BOOL}.get(f.annotation, click.STRING)
+        required = f.is_required()
+        params.append(click.Option([f"--{fname.replace('_', '-')}", fname], type=ptype, required=required,
+                                   default=None if required else f.default, help=f.description,
+                                   show_default=not required))
+    params.append(click.Option(["--outputs-dir"], type=click.Path(file_okay=False, path_type=Path), default=None,
+                               help="Write each output to <dir>/<field> (Argo output parameters)."))
+
+    def callback(outputs_dir: Path | None, **kwargs: Any) -> None:
+        from pydantic import ValidationError
+
+        from steps.settings import get_settings
+
+        try:
+            inputs = st.Inputs(**kwargs)
+        except ValidationError as exc:
+            raise UsageError(str(exc).splitlines()[0]) from exc
+        result = st.run(inputs, get_settings())
+        click.echo(write_outputs(result, outputs_dir))
+
+    return click.Command(name, params=params, callback=callback, help=st.description)
+
+
+def _register_steps() -> None:
+    from steps.registry import STEPS
+
+    for name in STEPS:
+        step.add_command(_make_step_command(name))
+
+
+_register_steps()
+
+
+def entrypoint() -> None:
+    """Console-script entry with a last-resort handler (unexpected errors → exit 1, one line)."""
+    try:
+        main(standalone_mode=True)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        logging.getLogger("raw2ready").debug("unexpected error", exc_info=True)
+        fail(exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entrypoint()

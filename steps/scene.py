@@ -1,0 +1,115 @@
+"""The scene manifest: what ``ingest`` resolves once and every later step reads.
+
+It names each band's href and its reflectance conversion (reflectance = DN·scale + offset, DN 0 = no
+data), the tile grid, the angle grids and the source identities. It lives at
+``<out>/work/<scene_id>/scene.json`` and is deleted with the work folder once the scene is published.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from pydantic import BaseModel, ConfigDict, Field
+
+from steps.errors import InvalidInputError
+from steps.raster import Grid, read_band
+from steps.science.radiometry import dn_to_reflectance
+from steps.storage import read_uri
+
+
+class BandInfo(BaseModel):
+    """One band asset and how to turn its DN into reflectance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    href: str
+    resolution: int
+    scale: float = Field(description="reflectance per DN (1/quantification)")
+    offset: float = Field(description="reflectance offset (add_offset/quantification; 0 before PB 04.00)")
+
+
+class AngleGrids(BaseModel):
+    """Granule-metadata angle grids in degrees; node (i, j) at (ulx + j·step, uly − i·step)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step_m: float
+    sun_zenith: list[list[float | None]]
+    sun_azimuth: list[list[float | None]]
+    view_zenith: list[list[float | None]]
+    view_azimuth: list[list[float | None]]
+    mean_sun_zenith: float
+    mean_sun_azimuth: float
+    mean_view_zenith: float
+    mean_view_azimuth: float
+
+    def array(self, name: str) -> np.ndarray:
+        """One grid as float64 (None → NaN)."""
+        return np.array(getattr(self, name), dtype=np.float64)
+
+
+class Scene(BaseModel):
+    """Everything later steps need about one scene."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scene_id: str
+    tile: str
+    datetime: str
+    platform: str
+    processing_baseline: str
+    l2a_id: str
+    l2a_href: str
+    l1c_id: str = ""
+    l1c_href: str = ""
+    epsg: int
+    ulx: float
+    uly: float
+    shape_10m: tuple[int, int]
+    bands: dict[str, BandInfo]
+    scl_href: str
+    l1c_bands: dict[str, BandInfo] = Field(default_factory=dict)
+    l1c_processing_baseline: str = ""
+    angles: AngleGrids
+    offsets_source: str = Field(description="where the radiometric offsets came from")
+    warnings: list[str] = Field(default_factory=list)
+
+    def grid(self, res: int) -> Grid:
+        """The scene's grid at ``res`` metres (10, 20 or 60)."""
+        factor = res // 10
+        rows, cols = self.shape_10m[0] // factor, self.shape_10m[1] // factor
+        return Grid(f"EPSG:{self.epsg}", Affine(float(res), 0.0, self.ulx, 0.0, -float(res), self.uly), (rows, cols))
+
+    def reflectance(self, band: str, res: int | None = None, level: str = "L2A") -> np.ndarray:
+        """Band ``band`` as float32 reflectance (NaN = no data), optionally resampled to ``res`` metres.
+
+        Upsampling uses nearest neighbour, downsampling the mean of valid pixels (GDAL ``average``
+        ignores nodata).
+        """
+        from rasterio.enums import Resampling
+
+        info = (self.l1c_bands if level == "L1C" else self.bands).get(band)
+        if info is None:
+            raise InvalidInputError(f"scene {self.scene_id}: no {level} band {band}")
+        target = self.grid(res or info.resolution)
+        resampling = Resampling.nearest if target.res <= info.resolution else Resampling.average
+        dn, _ = read_band(info.href, grid=target, resampling=resampling, what=f"{self.scene_id} {level} {band}")
+        return dn_to_reflectance(dn, info.scale, info.offset)
+
+    def dump(self) -> bytes:
+        """Canonical JSON bytes."""
+        return (json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True) + "\n").encode()
+
+
+def load_scene(href: str) -> Scene:
+    """Read a scene manifest from any href; a missing or invalid one is an ``InvalidInputError``."""
+    try:
+        data: dict[str, Any] = json.loads(read_uri(href))
+        return Scene.model_validate(data)
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"scene manifest not found: {href}") from exc
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid scene manifest {href}: {exc}") from exc

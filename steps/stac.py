@@ -1,0 +1,203 @@
+"""Steps ``stac`` (verify a scene's assets and publish its item sidecar) and ``catalog`` (rebuild the tree).
+
+The sidecar is the commit point of a scene: it is written only after every asset has been read back
+from storage and its sha256 matches what ``cog`` recorded. Until then no catalog node links to the
+scene, so no reader sees a half-published product.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from pydantic import Field
+
+import steps
+from steps.catalog import (
+    EXT_FILE,
+    EXT_PROCESSING,
+    EXT_PROJECTION,
+    EXT_RASTER,
+    STAC_VERSION,
+    dumps,
+    item_key,
+    item_links,
+    parse_datetime,
+    rebuild_catalog,
+    scene_folder,
+    work_folder,
+    write_if_changed,
+)
+from steps.contract import Resources, Step, StepInputs, StepOutputs
+from steps.errors import InvalidInputError, TransientError
+from steps.grid import footprint_lonlat, footprint_polygon_lonlat
+from steps.products import BY_KEY
+from steps.scene import Scene, load_scene
+from steps.settings import Settings
+from steps.storage import join, open_storage
+
+log = logging.getLogger(__name__)
+
+EXT_GRID = "https://stac-extensions.github.io/grid/v1.1.0/schema.json"
+
+
+class StacInputs(StepInputs):
+    """Inputs of ``stac``."""
+
+    scene: str = Field(description="href of the scene manifest written by ingest")
+    out: str = Field(description="output root: directory or s3://bucket/prefix")
+    assets: str = Field(description="JSON object of published assets from the cog step")
+    clear_fraction: float = Field(description="clear fraction from the mask step")
+    mask_provenance: str = Field("{}", description="JSON object describing how the mask was made")
+    lai_provenance: str = Field("{}", description="JSON object describing the LAI network used")
+
+
+class StacOutputs(StepOutputs):
+    """Outputs of ``stac``."""
+
+    item: str = Field(description="href of the published item sidecar")
+    status: str = Field(description="done")
+
+
+def _verify(storage: Any, folder: str, assets: dict[str, dict[str, Any]]) -> None:
+    for key, a in assets.items():
+        obj_key = join(folder, a["href"].removeprefix("./"))
+        try:
+            data = storage.read_bytes(obj_key)
+        except FileNotFoundError as exc:
+            raise TransientError(f"asset {key} vanished before publishing: {obj_key}") from exc
+        got = "1220" + hashlib.sha256(data).hexdigest()
+        if got != a["checksum"] or len(data) != a["size"]:
+            raise TransientError(f"asset {key} at {obj_key} does not match its recorded checksum")
+
+
+def build_item(scene: Scene, assets: dict[str, dict[str, Any]], clear_fraction: float,
+               mask_prov: dict[str, Any], lai_prov: dict[str, Any]) -> dict[str, Any]:
+    """The derived STAC item of a scene (deterministic: no wall-clock times)."""
+    dt = parse_datetime(scene.datetime)
+    g10 = scene.grid(10)
+    t = g10.transform
+    bounds = (t.c, t.f - g10.shape[0] * 10.0, t.c + g10.shape[1] * 10.0, t.f)
+    bbox = [round(v, 7) for v in footprint_lonlat(scene.epsg, bounds)]
+    geometry = {"type": "Polygon", "coordinates": [footprint_polygon_lonlat(scene.epsg, bounds)]}
+    offsets = {b: info.offset for b, info in sorted(scene.bands.items())}
+    out_assets: dict[str, Any] = {}
+    for key in sorted(assets):
+        p = BY_KEY[key]
+        g = scene.grid(p.resolution_m)
+        band: dict[str, Any] = {"nodata": p.nodata, "data_type": p.dtype, "spatial_resolution": p.resolution_m,
+                                "scale": p.scale, "offset": p.offset}
+        if p.unit:
+            band["unit"] = p.unit
+        out_assets[key] = {
+            "href": assets[key]["href"],
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "title": p.title,
+            "description": p.description,
+            "roles": list(p.roles),
+            "proj:shape": list(g.shape),
+            "proj:transform": [g.transform.a, g.transform.b, g.transform.c, g.transform.d, g.transform.e,
+                               g.transform.f],
+            "raster:bands": [band],
+            "file:checksum": assets[key]["checksum"],
+            "file:size": assets[key]["size"],
+        }
+    links = item_links(dt)
+    links.append({"rel": "derived_from", "href": scene.l2a_href, "type": "application/geo+json",
+                  "title": f"source L2A {scene.l2a_id}"})
+    if scene.l1c_href:
+        links.append({"rel": "derived_from", "href": scene.l1c_href, "type": "application/geo+json",
+                      "title": f"source L1C {scene.l1c_id}"})
+    props: dict[str, Any] = {
+        "datetime": scene.datetime,
+        "platform": scene.platform,
+        "constellation": "sentinel-2",
+        "instruments": ["msi"],
+        "grid:code": f"MGRS-{scene.tile}",
+        "proj:code": f"EPSG:{scene.epsg}",
+        "processing:level": "L2B",
+        "processing:facility": "raw2ready",
+        "processing:software": {"raw2ready": steps.__version__},
+        "processing:lineage": (
+            f"From {scene.l2a_id} (L2A, processing baseline {scene.processing_baseline})"
+            + (f" and {scene.l1c_id} (L1C)" if scene.l1c_id else "")
+            + f"; reflectance = DN·scale + offset with offsets from the {scene.offsets_source}."
+        ),
+        "raw2ready:source_processing_baseline": scene.processing_baseline,
+        "raw2ready:offsets_applied": offsets,
+        "raw2ready:clear_fraction": clear_fraction,
+        "raw2ready:cloud_mask": mask_prov,
+    }
+    if lai_prov:
+        props["raw2ready:lai"] = lai_prov
+    return {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": [EXT_FILE, EXT_GRID, EXT_PROCESSING, EXT_PROJECTION, EXT_RASTER],
+        "id": scene.scene_id,
+        "geometry": geometry,
+        "bbox": bbox,
+        "properties": props,
+        "links": links,
+        "assets": out_assets,
+        "collection": "raw2ready-s2-vegetation",
+    }
+
+
+def run_stac(inputs: StacInputs, settings: Settings) -> StacOutputs:
+    """Verify the assets, write the item sidecar (the commit point), then drop the work folder."""
+    scene = load_scene(inputs.scene)
+    storage = open_storage(inputs.out, settings)
+    try:
+        assets = json.loads(inputs.assets)
+        mask_prov = json.loads(inputs.mask_provenance or "{}")
+        lai_prov = json.loads(inputs.lai_provenance or "{}")
+    except ValueError as exc:
+        raise InvalidInputError(f"stac: malformed JSON parameter: {exc}") from exc
+    dt = parse_datetime(scene.datetime)
+    folder = scene_folder(dt, scene.scene_id)
+    _verify(storage, folder, assets)
+    item = build_item(scene, assets, inputs.clear_fraction, mask_prov, lai_prov)
+    key = item_key(dt, scene.scene_id)
+    write_if_changed(storage, key, dumps(item))
+    storage.delete_prefix(work_folder(scene.scene_id))
+    log.info("%s: published %s", scene.scene_id, key)
+    return StacOutputs(item=storage.url(key), status="done")
+
+
+STAC = Step(
+    name="stac", description="Verify checksums and publish the scene's STAC item sidecar (commit point).",
+    Inputs=StacInputs, Outputs=StacOutputs, run=run_stac,
+    resources=Resources(cpu="250m", memory="512Mi"),
+)
+
+
+class CatalogInputs(StepInputs):
+    """Inputs of ``catalog``."""
+
+    out: str = Field(description="output root: directory or s3://bucket/prefix")
+
+
+class CatalogOutputs(StepOutputs):
+    """Outputs of ``catalog``."""
+
+    catalog: str = Field(description="href of the root catalog.json")
+    items: int = Field(description="number of items in the catalog")
+    skipped: int = Field(description="number of skipped scenes recorded")
+    status: str = Field(description="done")
+
+
+def run_catalog(inputs: CatalogInputs, settings: Settings) -> CatalogOutputs:
+    """Rebuild the year/quarter/month tree and the index from the sidecars in storage."""
+    storage = open_storage(inputs.out, settings)
+    res = rebuild_catalog(storage)
+    return CatalogOutputs(catalog=storage.url("catalog.json"), items=res.items, skipped=res.skipped, status="done")
+
+
+CATALOG = Step(
+    name="catalog", description="Rebuild the STAC catalog tree (year/quarter/month) from item sidecars.",
+    Inputs=CatalogInputs, Outputs=CatalogOutputs, run=run_catalog,
+    resources=Resources(cpu="250m", memory="1Gi"), retries=5,
+)

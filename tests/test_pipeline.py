@@ -1,0 +1,189 @@
+"""End-to-end behaviour of the local pipeline on the synthetic demo archive."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from r2r_helpers import run_cli, tree_bytes
+
+CLEAR_SCL = {2, 4, 5, 6, 7}
+
+
+def _items(out: Path) -> list[dict]:
+    cat = out / "raw2ready-s2-vegetation"
+    return [json.loads(p.read_text()) for p in sorted(cat.rglob("S2*.json")) if not p.name.endswith("skipped.json")]
+
+
+def _source_item(archive: Path, item: dict, level: str) -> tuple[dict, Path]:
+    link = next(lk for lk in item["links"] if lk["rel"] == "derived_from" and level in lk["title"])
+    p = Path(link["href"])
+    assert p.is_file() and str(p).startswith(str(archive.parent))
+    return json.loads(p.read_text()), p
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def test_ndvi_equals_independent_computation_for_both_baselines(processed: Path, demo_archive: Path) -> None:
+    """NDVI recomputed here from the raw DN files and the baseline rule matches the product pixel by pixel."""
+    baselines = set()
+    checked = 0
+    for item in _items(processed):
+        src, src_path = _source_item(demo_archive, item, "L2A")
+        baseline = src["properties"]["s2:processing_baseline"]
+        # independent radiometry: ESA's rule, PB >= 04.00 carries a -1000 DN offset, DN 0 is no data
+        offset = -1000 if tuple(int(x) for x in baseline.split(".")) >= (4, 0) else 0
+        red_dn = _read(src_path.parent / "B04.tif").astype(np.float64)
+        nir_dn = _read(src_path.parent / "B08.tif").astype(np.float64)
+        scl = _read(src_path.parent / "SCL.tif")
+        b05 = _read(src_path.parent / "B05.tif")
+        red = (red_dn + offset) / 10000.0
+        nir = (nir_dn + offset) / 10000.0
+        clear20 = np.isin(scl, list(CLEAR_SCL)) & (b05 != 0)
+        clear = np.kron(clear20, np.ones((2, 2), dtype=bool)).astype(bool)
+        ok = clear & (red_dn > 0) & (nir_dn > 0) & ((red + nir) > 0)
+        expected = np.where(ok, (nir - red) / np.where(ok, red + nir, 1.0), np.nan)
+
+        folder = processed / "raw2ready-s2-vegetation"
+        prod = next(folder.rglob(f"{item['id']}/ndvi.tif"))
+        with rasterio.open(prod) as ds:
+            stored = ds.read(1)
+            assert ds.scales == (0.0001,) and ds.nodata == -32768
+        got = np.where(stored == -32768, np.nan, stored * 0.0001)
+        assert np.array_equal(np.isnan(got), np.isnan(expected)), item["id"]
+        diff = np.nanmax(np.abs(got - expected))
+        assert diff <= 0.5e-4 + 1e-6, (item["id"], diff)
+        assert np.isfinite(got).sum() > 0.2 * got.size  # the comparison covered real pixels
+        baselines.add(offset)
+        checked += 1
+    assert baselines == {0, -1000}, "both radiometric conventions must be exercised"
+    assert checked >= 8
+
+
+def test_forgetting_the_offset_would_be_caught(processed: Path, demo_archive: Path) -> None:
+    """Guard the guard: on a post-04.00 scene, ignoring the offset changes NDVI far beyond the tolerance."""
+    item = next(it for it in _items(processed) if it["properties"]["raw2ready:source_processing_baseline"] >= "04.00")
+    src, src_path = _source_item(demo_archive, item, "L2A")
+    red = _read(src_path.parent / "B04.tif").astype(np.float64) / 10000
+    nir = _read(src_path.parent / "B08.tif").astype(np.float64) / 10000
+    naive = (nir - red) / (nir + red)
+    prod = next((processed / "raw2ready-s2-vegetation").rglob(f"{item['id']}/ndvi.tif"))
+    stored = _read(prod)
+    got = np.where(stored == -32768, np.nan, stored * 0.0001)
+    assert np.nanmax(np.abs(got - naive)) > 0.05
+
+
+def test_dedupe_keeps_the_newest_baseline_and_pairs_l1c(processed: Path) -> None:
+    items = {it["id"]: it for it in _items(processed)}
+    # the 2021-12-04 47PPR scene exists as _0_ (03.01) and _1_ (05.00 reprocessing)
+    it = items["S2A_47PPR_20211204T034720"]
+    assert it["properties"]["raw2ready:source_processing_baseline"] == "05.00"
+    assert "S2A_47PPR_20211204_1_L2A" in it["properties"]["processing:lineage"]
+    assert it["properties"]["raw2ready:offsets_applied"]["B04"] == pytest.approx(-0.1)
+    pre = items["S2B_47PPR_20211209T034720"]
+    assert pre["properties"]["raw2ready:offsets_applied"]["B04"] == 0.0
+    # L2A without L1C: processed, with a single derived_from link
+    no_l1c = items["S2B_47PQR_20230118T034720"]
+    assert [lk["title"].split()[1] for lk in no_l1c["links"] if lk["rel"] == "derived_from"] == ["L2A"]
+    with_l1c = items["S2B_47PPR_20230118T034720"]
+    assert sorted(lk["title"].split()[1] for lk in with_l1c["links"] if lk["rel"] == "derived_from") == ["L1C", "L2A"]
+
+
+def test_fully_clouded_scene_is_skipped_and_recorded(processed: Path) -> None:
+    records = sorted((processed / "raw2ready-s2-vegetation").rglob("*.skipped.json"))
+    assert {json.loads(p.read_text())["reason"] for p in records} == {"fully clouded: no clear pixel"}
+    assert {p.name.split("_")[1] for p in records} == {"47PPR", "47PQR"}
+    for p in records:
+        assert not any(p.parent.glob("*.tif"))
+    assert not list((processed / "work").rglob("*")), "work folders must be cleaned up"
+
+
+def test_catalog_is_valid_stac_and_assets_are_valid_cogs(processed: Path) -> None:
+    from steps.validate import validate_products
+
+    assert validate_products(str(processed / "catalog.json")) == []
+    items = _items(processed)
+    for it in items:
+        for key, asset in it["assets"].items():
+            path = next((processed / "raw2ready-s2-vegetation").rglob(f"{it['id']}/{key}.tif"))
+            import hashlib
+
+            assert asset["file:checksum"] == "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
+            assert asset["file:size"] == path.stat().st_size
+
+
+def test_catalog_tree_is_year_quarter_month(processed: Path) -> None:
+    root = json.loads((processed / "catalog.json").read_text())
+    coll = json.loads((processed / "raw2ready-s2-vegetation" / "collection.json").read_text())
+    years = [lk["href"] for lk in coll["links"] if lk["rel"] == "child"]
+    assert years == ["./2021/catalog.json", "./2022/catalog.json", "./2023/catalog.json", "./2024/catalog.json"]
+    month = json.loads((processed / "raw2ready-s2-vegetation/2022/Q1/02/catalog.json").read_text())
+    assert [lk["href"] for lk in month["links"] if lk["rel"] == "item"] == [
+        "./S2A_47PPR_20220202T034720/S2A_47PPR_20220202T034720.json",
+        "./S2A_47PQR_20220202T034720/S2A_47PQR_20220202T034720.json",
+    ]
+    assert root["links"][1]["href"] == "./raw2ready-s2-vegetation/collection.json"
+    idx = json.loads((processed / "raw2ready-s2-vegetation/index.json").read_text())
+    assert len(idx["items"]) == len(_items(processed))
+
+
+def test_second_run_does_no_work_and_changes_no_byte(processed: Path, demo_archive: Path,
+                                                     demo_range: tuple[list[str], str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(processed, out, copy_function=shutil.copy2)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    tiles, start, end = demo_range
+    res = run_cli("run", "--source", str(demo_archive), "--tiles", ",".join(tiles), "--start", start, "--end", end,
+                  "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "0 done, 0 skipped, 12 already complete, 0 failed" in res.stdout
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_run_killed_midway_then_rerun_equals_uninterrupted_run(processed: Path, demo_archive: Path,
+                                                               demo_range: tuple[list[str], str, str],
+                                                               tmp_path: Path) -> None:
+    tiles, start, end = demo_range
+    out = tmp_path / "out"
+    exe = str(Path(sys.executable).parent / "raw2ready")
+    proc = subprocess.Popen([exe, "-q", "run", "--source", str(demo_archive), "--tiles", ",".join(tiles),
+                             "--start", start, "--end", end, "--out", str(out), "--workers", "1"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    # kill as soon as a couple of scenes are published: mid-run, with work in flight
+    while time.monotonic() < deadline:
+        n = len(list(out.rglob("S2*T*.json"))) if out.exists() else 0
+        if n >= 3:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = [p for p in out.rglob("*") if p.is_file()]
+    assert not (out / "catalog.json").exists() or len(partial) < len(list(processed.rglob("*")))
+    # nothing half-written is visible under a final name
+    for p in partial:
+        if p.suffix == ".tif" and not p.name.startswith("."):
+            with rasterio.open(p) as ds:
+                ds.read(1)
+    res = run_cli("-q", "run", "--source", str(demo_archive), "--tiles", ",".join(tiles), "--start", start,
+                  "--end", end, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+
+    def visible(root: Path) -> dict[str, bytes]:
+        return {k: v for k, v in tree_bytes(root).items() if not k.startswith("work/") and "/." not in k}
+
+    assert visible(out) == visible(processed)
