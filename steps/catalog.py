@@ -43,7 +43,7 @@ INDEX_KEY = join(COLLECTION_ID, "index.json")
 EXT_PROJECTION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 EXT_RASTER = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 EXT_FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
-EXT_PROCESSING = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+EXT_PROCESSING = "https://stac-extensions.github.io/processing/v1.1.0/schema.json"
 
 _ITEM_RE = re.compile(rf"^{COLLECTION_ID}/(\d{{4}})/Q([1-4])/(\d{{2}})/([^/]+)/\4\.json$")
 _SKIP_RE = re.compile(rf"^{COLLECTION_ID}/(\d{{4}})/Q([1-4])/(\d{{2}})/([^/]+)/\4\.skipped\.json$")

@@ -31,7 +31,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     if verbose == 0 and not quiet:
         level = getattr(logging, get_settings().log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("botocore", "boto3", "urllib3", "rasterio", "rio_cogeo", "s3transfer"):
+    for noisy in ("botocore", "boto3", "urllib3", "rasterio", "rio_cogeo", "s3transfer", "stac_validator"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -48,13 +48,19 @@ class Raw2ReadyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Built-in commands plus entry-point plugins, sorted."""
-        return sorted(set(super().list_commands(ctx)) | set(_plugins()))
+        names = set(super().list_commands(ctx))
+        names |= {n for n in _plugins() if self.get_command(ctx, n) is not None}
+        return sorted(names)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         """A built-in command or a plugin command."""
         cmd = super().get_command(ctx, name)
         if cmd is None and name in _plugins():
-            loaded = _plugins()[name].load()
+            try:
+                loaded = _plugins()[name].load()
+            except ImportError as exc:  # e.g. a step image without Hera: the plugin is simply absent
+                log.debug("plugin command %s unavailable: %s", name, exc)
+                return None
             cmd = loaded if isinstance(loaded, click.Command) else None
         return cmd
 
@@ -319,6 +325,28 @@ def _make_step_command(name: str) -> click.Command:
     return click.Command(name, params=params, callback=callback, help=st.description)
 
 
+# Command modules of other parts of the package (queue, serving, audit) add themselves here: each module
+# that exists must define ``COMMANDS: list[click.Command]``. A module that is present but broken fails
+# loudly; one that is absent (a trimmed image) is simply not offered.
+EXTRA_COMMAND_MODULES = ("steps.queue_cli", "steps.edr.cli", "steps.audit_cli")
+
+
+def _register_extra_commands() -> None:
+    import importlib
+    import importlib.util
+
+    for name in EXTRA_COMMAND_MODULES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is None:
+            continue
+        module = importlib.import_module(name)
+        for cmd in module.COMMANDS:
+            main.add_command(cmd)
+
+
 def _register_steps() -> None:
     from steps.registry import STEPS
 
@@ -327,6 +355,7 @@ def _register_steps() -> None:
 
 
 _register_steps()
+_register_extra_commands()
 
 
 def entrypoint() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 
 from steps.errors import InvalidInputError, TransientError
@@ -39,7 +40,7 @@ def gdal_errors(what: str) -> Iterator[None]:
     """Classify rasterio/GDAL errors raised inside the block (transient vs invalid input)."""
     try:
         yield
-    except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError, OSError) as exc:
+    except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise InvalidInputError(f"{what}: not found") from exc
         msg = str(exc)
@@ -185,7 +186,8 @@ def publish_cog(src_href: str, storage: LocalStorage | S3Storage, key: str, prod
     with scratch_dir() as d:
         out = d / Path(key).name
         with gdal_env(), gdal_errors(src_href):
-            rio_copy(src_href, str(out), driver="COG", **cog_options(product))
+            with rasterio.open(src_href) as src:  # opening maps s3:// and https:// to GDAL's /vsi paths
+                rio_copy(src, str(out), driver="COG", **cog_options(product))
             valid, errors, _warnings = cog_validate(str(out), quiet=True)
         if not valid:
             raise InvalidInputError(f"COG validation failed for {key}: {errors}")

@@ -14,23 +14,14 @@ from typing import Any, Literal
 from steps.contract import Step
 from steps.cog import COG
 from steps.ingest import INGEST, SCENES
+from steps.lai import LAI_STEP
 from steps.mask import MASK
 from steps.ndvi import NDVI_STEP
 from steps.stac import CATALOG, STAC
 
-STEPS: dict[str, Step[Any, Any]] = {s.name: s for s in (SCENES, INGEST, MASK, NDVI_STEP, COG, STAC, CATALOG)}
-
-
-def _register_optional() -> None:
-    """Steps whose science lands separately join the registry when importable."""
-    try:
-        from steps.lai import LAI_STEP
-    except ImportError:  # pragma: no cover - lai.py is part of the package
-        return
-    STEPS[LAI_STEP.name] = LAI_STEP
-
-
-_register_optional()
+STEPS: dict[str, Step[Any, Any]] = {
+    s.name: s for s in (SCENES, INGEST, MASK, NDVI_STEP, LAI_STEP, COG, STAC, CATALOG)
+}
 
 
 @dataclass(frozen=True)
@@ -70,7 +61,6 @@ def _t(task: str, output: str) -> Ref:
 
 
 def _scene_dag() -> tuple[Task, ...]:
-    has_lai = "lai" in STEPS
     tasks = [
         Task("ingest", "ingest", {"scene_id": _s("scene_id"), "l2a_href": _s("l2a_href"),
                                   "l1c_href": _s("l1c_href"), "out": _p("out")}),
@@ -82,14 +72,11 @@ def _scene_dag() -> tuple[Task, ...]:
                 "ndvi": _t("ndvi", "ndvi")}
     stac_args = {"scene": _t("ingest", "scene"), "out": _p("out"), "assets": _t("cog", "assets"),
                  "clear_fraction": _t("mask", "clear_fraction"), "mask_provenance": _t("mask", "provenance")}
-    cog_deps: tuple[str, ...] = ("ndvi",)
-    if has_lai:
-        tasks.append(Task("lai", "lai", {"scene": _t("ingest", "scene"), "cloud_mask": _t("mask", "cloud_mask"),
-                                         "out": _p("out")}, depends=("mask",), only_if_mask_done=True))
-        cog_args |= {"lai": _t("lai", "lai"), "lai_flags": _t("lai", "lai_flags")}
-        stac_args |= {"lai_provenance": _t("lai", "provenance")}
-        cog_deps = ("ndvi", "lai")
-    tasks.append(Task("cog", "cog", cog_args, depends=cog_deps, only_if_mask_done=True))
+    tasks.append(Task("lai", "lai", {"scene": _t("ingest", "scene"), "cloud_mask": _t("mask", "cloud_mask"),
+                                     "out": _p("out")}, depends=("mask",), only_if_mask_done=True))
+    cog_args |= {"lai": _t("lai", "lai"), "lai_flags": _t("lai", "lai_flags")}
+    stac_args |= {"lai_provenance": _t("lai", "provenance")}
+    tasks.append(Task("cog", "cog", cog_args, depends=("ndvi", "lai"), only_if_mask_done=True))
     tasks.append(Task("stac", "stac", stac_args, depends=("cog",), only_if_mask_done=True))
     return tuple(tasks)
 

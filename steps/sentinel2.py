@@ -315,7 +315,7 @@ def build_granule_metadata_xml(
         per_band.setdefault(b, []).append(za)
     for b in sorted(per_band, key=lambda n: BANDS[n].band_id):
         z, a = mean_view_angles(per_band[b])
-        zm, am = _scene_mean(z, a)
+        zm, am = scene_mean_angles(z, a)
         mv = ET.SubElement(ml, "Mean_Viewing_Incidence_Angle", bandId=str(BANDS[b].band_id))
         ET.SubElement(mv, "ZENITH_ANGLE", unit="deg").text = _fmt(zm)
         ET.SubElement(mv, "AZIMUTH_ANGLE", unit="deg").text = _fmt(am)
@@ -323,7 +323,8 @@ def build_granule_metadata_xml(
     return ET.tostring(root, encoding="UTF-8", xml_declaration=True) + b"\n"
 
 
-def _scene_mean(zen: np.ndarray, azi: np.ndarray) -> tuple[float, float]:
+def scene_mean_angles(zen: np.ndarray, azi: np.ndarray) -> tuple[float, float]:
+    """Scene mean (zenith, azimuth) in degrees, ignoring NaN; azimuth as a unit-vector mean."""
     ok = ~np.isnan(zen) & ~np.isnan(azi)
     if not ok.any():
         return math.nan, math.nan
@@ -521,7 +522,7 @@ def parse_granule_metadata(xml: bytes) -> GranuleMetadata:
                               "mean view azimuth"))
     if not zs_list:
         raise InvalidInputError("granule metadata: Mean_Viewing_Incidence_Angle_List is empty")
-    mvz, mva = _scene_mean(np.array(zs_list), np.array(as_list))
+    mvz, mva = scene_mean_angles(np.array(zs_list), np.array(as_list))
 
     return GranuleMetadata(
         level=level, tile_id=tile, granule_id=gid, platform=platform, epsg=epsg, ulx=ulx, uly=uly,

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     cloud_resolution_m: int = Field(60, description="s2cloudless evaluation resolution: 20, 60 or 160 m")
     work_prefix: str = Field("work", description="folder under --out for intermediate step outputs")
 
+    # Defaults for work orders that do not name them
+    source: str | None = Field(None, description="default STAC source for work orders (catalog or API URL)")
+    out: str | None = Field(None, description="default output root for work orders (directory or s3://…)")
+
     # Services
     stac_api_url: str | None = Field(None, description="default STAC API for `run --source`")
     broker_url: str = Field("amqp://guest:guest@127.0.0.1:5672/%2F", description="RabbitMQ URL")

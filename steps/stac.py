@@ -83,6 +83,17 @@ def build_item(scene: Scene, assets: dict[str, dict[str, Any]], clear_fraction: 
     bbox = [round(v, 7) for v in footprint_lonlat(scene.epsg, bounds)]
     geometry = {"type": "Polygon", "coordinates": [footprint_polygon_lonlat(scene.epsg, bounds)]}
     offsets = {b: info.offset for b, info in sorted(scene.bands.items())}
+    software = {"raw2ready": steps.__version__}
+    software.update({str(k): str(v) for k, v in mask_prov.get("software", {}).items()})
+    software.update({str(k): str(v) for k, v in lai_prov.get("software", {}).items()})
+    provenance = {
+        "ndvi": "(B08 - B04) / (B08 + B04) on L2A BOA reflectance, clear pixels only",
+        "radiometry": {"offsets_source": scene.offsets_source, "l2a_offsets": offsets,
+                       "l1c_offsets": {b: i.offset for b, i in sorted(scene.l1c_bands.items())},
+                       "quantification": round(1 / next(iter(scene.bands.values())).scale)},
+        "cloud_mask": mask_prov,
+        "lai": lai_prov,
+    }
     out_assets: dict[str, Any] = {}
     for key in sorted(assets):
         p = BY_KEY[key]
@@ -119,19 +130,20 @@ def build_item(scene: Scene, assets: dict[str, dict[str, Any]], clear_fraction: 
         "proj:code": f"EPSG:{scene.epsg}",
         "processing:level": "L2B",
         "processing:facility": "raw2ready",
-        "processing:software": {"raw2ready": steps.__version__},
+        "processing:software": software,
         "processing:lineage": (
             f"From {scene.l2a_id} (L2A, processing baseline {scene.processing_baseline})"
             + (f" and {scene.l1c_id} (L1C)" if scene.l1c_id else "")
-            + f"; reflectance = DN·scale + offset with offsets from the {scene.offsets_source}."
+            + f"; reflectance = DN·scale + offset with offsets from the {scene.offsets_source}; cloud mask: "
+            + str(mask_prov.get("method", "?"))
+            + (f"; LAI: SNAP biophysical network {lai_prov.get('network')}" if lai_prov else "")
+            + "."
         ),
+        "processing:expression": {"format": "raw2ready-provenance", "expression": provenance},
         "raw2ready:source_processing_baseline": scene.processing_baseline,
         "raw2ready:offsets_applied": offsets,
         "raw2ready:clear_fraction": clear_fraction,
-        "raw2ready:cloud_mask": mask_prov,
     }
-    if lai_prov:
-        props["raw2ready:lai"] = lai_prov
     return {
         "type": "Feature",
         "stac_version": STAC_VERSION,

@@ -26,11 +26,17 @@ import json
 import os
 import warnings
 from collections import deque
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
+
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 with warnings.catch_warnings():
     # Both ``stac_validator`` 4.1.2 (deprecated name) and ``stac_valid`` 4.2.x ship a package
@@ -45,6 +51,8 @@ _SCHEMA_SUBDIR = ("data", "stac-schemas")
 _INDEX_NAME = "index.json"
 _CORE_URL = "https://schemas.stacspec.org/v{version}/{kind}-spec/json-schema/{kind}.json"
 _FOLLOWED_RELS = ("child", "item")
+_MAX_DETAILS = 3
+_MAX_MESSAGE = 300
 
 # Keeps a temporary extraction alive if the package is ever imported from a zip.
 _RESOURCE_STACK = contextlib.ExitStack()
@@ -141,9 +149,70 @@ def _run_stac_validator(path: Path, offline_map: _OfflineSchemaMap, **kwargs: An
     return [m for m in validator.message if isinstance(m, dict) and not m.get("valid_stac", False)]
 
 
-def _format(path: Path, label: str, message: dict[str, Any]) -> str:
+def _leaf_errors(error: ValidationError) -> Iterator[ValidationError]:
+    if not error.context:
+        yield error
+        return
+    for sub in error.context:
+        yield from _leaf_errors(sub)
+
+
+def _explain(instance: dict[str, Any], schema_url: str, offline_map: _OfflineSchemaMap) -> list[str]:
+    """Find the specific reasons behind a failure stac-validator reported.
+
+    stac-validator reports the top-level ``oneOf``/``anyOf`` failure (``<whole object> is not valid
+    under any of the given schemas``), which hides the cause.  Re-run the same schema with plain
+    jsonschema on the same offline map and report the deepest leaf errors, dropping those that only
+    say the object is of another STAC type (the other ``oneOf`` branches).
+    """
+
+    def retrieve(uri: str) -> Resource[Any]:
+        return Resource.from_contents(json.loads(Path(offline_map[uri]).read_text(encoding="utf-8")))
+
+    try:
+        schema = json.loads(Path(offline_map[schema_url]).read_text(encoding="utf-8"))
+        resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+        registry: Registry[Any] = Registry(retrieve=retrieve).with_resource(schema_url, resource)  # type: ignore[call-arg]
+        cls = validators.validator_for(schema, default=Draft202012Validator)
+        leaves = [
+            leaf for err in cls(schema, registry=registry).iter_errors(instance) for leaf in _leaf_errors(err)
+        ]
+    except Exception:  # only an aid to the message; stac-validator's verdict stands
+        return []
+
+    def other_stac_type(err: ValidationError) -> bool:
+        return list(err.absolute_path) == ["type"] and err.validator in ("const", "enum")
+
+    leaves = [e for e in leaves if not other_stac_type(e)] or leaves
+    leaves.sort(key=lambda e: -len(e.absolute_path))
+    details: list[str] = []
+    for err in leaves:
+        where = " -> ".join(str(p) for p in err.absolute_path) or "document root"
+        message = err.message if len(err.message) <= _MAX_MESSAGE else err.message[:_MAX_MESSAGE] + "..."
+        detail = f"{message} (at {where})"
+        if detail not in details:
+            details.append(detail)
+        if len(details) == _MAX_DETAILS:
+            break
+    return details
+
+
+def _format(
+    path: Path,
+    label: str,
+    message: dict[str, Any],
+    obj: dict[str, Any],
+    schema_url: str,
+    offline_map: _OfflineSchemaMap,
+) -> str:
     error_type = message.get("error_type", "error")
     detail = str(message.get("error_message", "")).strip() or "invalid"
+    if error_type == "JSONSchemaValidationError":
+        reasons = _explain(obj, schema_url, offline_map)
+        if reasons:
+            detail = "; ".join(reasons)
+    if len(detail) > 2 * _MAX_MESSAGE:
+        detail = detail[: 2 * _MAX_MESSAGE] + "..."
     return f"{path}: [{label}] {error_type}: {detail}"
 
 
@@ -160,7 +229,8 @@ def _validate_object(path: Path, obj: dict[str, Any], offline_map: _OfflineSchem
         if dict.__contains__(offline_map, core_url):
             label = f"core {kind} v{version}"
             errors.extend(
-                _format(path, label, m) for m in _run_stac_validator(path, offline_map, core=True)
+                _format(path, label, m, obj, core_url, offline_map)
+                for m in _run_stac_validator(path, offline_map, core=True)
             )
         else:
             errors.append(
@@ -180,7 +250,8 @@ def _validate_object(path: Path, obj: dict[str, Any], offline_map: _OfflineSchem
             )
             continue
         errors.extend(
-            _format(path, f"extension {ext}", m) for m in _run_stac_validator(path, offline_map, custom=ext)
+            _format(path, f"extension {ext}", m, obj, ext, offline_map)
+            for m in _run_stac_validator(path, offline_map, custom=ext)
         )
     return errors
 

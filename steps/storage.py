@@ -411,21 +411,31 @@ def gdal_env_options(settings: Settings | None = None) -> dict[str, Any]:
         opts["AWS_S3_ENDPOINT"] = ep.netloc + ep.path.rstrip("/")
         opts["AWS_HTTPS"] = "YES" if ep.scheme == "https" else "NO"
     opts["AWS_VIRTUAL_HOSTING"] = "TRUE" if s.s3_addressing_style == "virtual" else "FALSE"
-    if s.s3_access_key_id and s.s3_secret_access_key:
-        opts["AWS_ACCESS_KEY_ID"] = s.s3_access_key_id
-        opts["AWS_SECRET_ACCESS_KEY"] = s.s3_secret_access_key.get_secret_value()
-    elif not os.environ.get("AWS_ACCESS_KEY_ID"):
-        opts["AWS_NO_SIGN_REQUEST"] = "YES"
     if s.s3_requester_pays:
         opts["AWS_REQUEST_PAYER"] = "requester"
     return opts
 
 
 def gdal_env(settings: Settings | None = None) -> Any:
-    """A ``rasterio.Env`` with :func:`gdal_env_options`; use as a context manager around reads/writes."""
-    import rasterio
+    """A ``rasterio.Env`` for reads/writes: :func:`gdal_env_options` plus an AWS session.
 
-    return rasterio.Env(**gdal_env_options(settings))
+    Credentials go through rasterio's ``AWSSession`` (rasterio refuses them as plain options): the keys
+    from settings when set, else boto3's default chain, else unsigned requests (public buckets).
+    """
+    import boto3
+    import rasterio
+    from rasterio.session import AWSSession
+
+    s = settings or get_settings()
+    if s.s3_access_key_id and s.s3_secret_access_key:
+        session = AWSSession(aws_access_key_id=s.s3_access_key_id,
+                             aws_secret_access_key=s.s3_secret_access_key.get_secret_value(),
+                             region_name=s.s3_region, requester_pays=s.s3_requester_pays)
+    elif boto3.Session().get_credentials() is not None:
+        session = AWSSession(boto3.Session(region_name=s.s3_region), requester_pays=s.s3_requester_pays)
+    else:
+        session = AWSSession(aws_unsigned=True, region_name=s.s3_region)
+    return rasterio.Env(session=session, **gdal_env_options(s))
 
 
 @contextlib.contextmanager

@@ -351,15 +351,16 @@ def render_scene(spec: SceneSpec, size: int, seed: int = 0) -> SceneArrays:
     rl = _rng("land", seed, tile.id)
     f_water = _field(rl, n, ext, (25_000.0, 6_000.0, 1_500.0), (1.0, 0.6, 0.3))
     f_lc = _field(rl, n, ext, (15_000.0, 4_000.0, 800.0), (1.0, 0.6, 0.35))
+    f_urban = _field(rl, n, ext, (12_000.0, 3_000.0, 600.0), (1.0, 0.5, 0.3))
     tex = _field(rl, n, ext, (2_000.0, 400.0), (1.0, 0.7))
     vig = _field(rl, n, ext, (3_000.0, 600.0), (1.0, 0.5))
     lc = np.full((n, n), TRUTH_DENSE_VEG, dtype=np.uint8)
-    q = [_quantile(f_lc, p) for p in (0.50, 0.70, 0.86)]
+    q = [_quantile(f_lc, p) for p in (0.50, 0.78)]
     lc[f_lc > q[0]] = TRUTH_SPARSE_VEG
     lc[f_lc > q[1]] = TRUTH_SOIL
-    lc[f_lc > q[2]] = TRUTH_BUILT
+    lc[f_urban > _quantile(f_urban, 0.90)] = TRUTH_BUILT
     lc[f_water < _quantile(f_water, 0.10)] = TRUTH_WATER
-    del f_water, f_lc
+    del f_water, f_lc, f_urban
     tex *= np.float32(0.05)
     tex += np.float32(1.0)  # multiplicative brightness texture, ≈ ±5 %
     veg = (lc == TRUTH_DENSE_VEG) | (lc == TRUTH_SPARSE_VEG)
@@ -488,8 +489,8 @@ def scene_metadata(spec: SceneSpec, arrays: SceneArrays, level: str) -> s2.Granu
     offsets = dict.fromkeys(s2.BAND_NAMES, OFFSET_DN) if spec.has_offsets else {}
     grids = {k: v for k, v in arrays.view_grids.items() if k[0] in bands}
     vz, va = s2.mean_view_angles(list(grids.values()))
-    mvz, mva = s2._scene_mean(vz, va)
-    msz, msa = s2._scene_mean(arrays.sun_zenith, arrays.sun_azimuth)
+    mvz, mva = s2.scene_mean_angles(vz, va)
+    msz, msa = s2.scene_mean_angles(arrays.sun_zenith, arrays.sun_azimuth)
     return s2.GranuleMetadata(
         level=level, tile_id=tile.id,
         granule_id=s2.granule_id(level, spec.platform, tile.id, spec.datetime, spec.processing_baseline),
@@ -544,6 +545,41 @@ def _write_cog(path: Path, data: np.ndarray, res: int, tile_epsg: int, ulx: floa
                              num_threads=1)
 
 
+def data_footprint_lonlat(spec: SceneSpec, size: int) -> list[list[float]]:
+    """Closed WGS84 ring of the scene's valid data: the window, cut by the swath edge when there is one."""
+    from pyproj import Transformer
+
+    tile = parse_tile(spec.tile)
+    xmin, ymin, xmax, ymax = tile.window_bounds(size)
+    if not spec.swath_edge:
+        return footprint_polygon_lonlat(tile.epsg, (xmin, ymin, xmax, ymax))
+    corners = [(xmin, ymax), (xmax, ymax), (xmax, ymin), (xmin, ymin)]  # clockwise from NW
+
+    def inside(p: tuple[float, float]) -> bool:
+        return float(_across_track(spec, size, np.float64(p[0]), np.float64(p[1]))) <= _SWATH_HALF_M
+
+    def cut(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, float]:
+        sp = float(_across_track(spec, size, np.float64(p[0]), np.float64(p[1]))) - _SWATH_HALF_M
+        sq = float(_across_track(spec, size, np.float64(q[0]), np.float64(q[1]))) - _SWATH_HALF_M
+        t = sp / (sp - sq)
+        return (p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]))
+
+    poly: list[tuple[float, float]] = []
+    for k, p in enumerate(corners):  # Sutherland-Hodgman against the one swath-edge half-plane
+        q = corners[(k + 1) % len(corners)]
+        if inside(p):
+            poly.append(p)
+            if not inside(q):
+                poly.append(cut(p, q))
+        elif inside(q):
+            poly.append(cut(p, q))
+    poly = poly[::-1]  # counter-clockwise for GeoJSON (RFC 7946)
+    poly.append(poly[0])
+    tr = Transformer.from_crs(f"EPSG:{tile.epsg}", "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform([p[0] for p in poly], [p[1] for p in poly])
+    return [[round(a, 7), round(b, 7)] for a, b in zip(lon, lat, strict=True)]
+
+
 def _dt_str(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -570,8 +606,11 @@ def _item_dict(spec: SceneSpec, arrays: SceneArrays, level: str, meta: s2.Granul
     tile = parse_tile(spec.tile)
     size = arrays.size
     bounds = tile.window_bounds(size)
-    bbox = [round(v, 7) for v in footprint_lonlat(tile.epsg, bounds)]
-    ring = footprint_polygon_lonlat(tile.epsg, bounds)
+    ring = data_footprint_lonlat(spec, size)
+    bbox = [round(min(p[0] for p in ring), 7), round(min(p[1] for p in ring), 7),
+            round(max(p[0] for p in ring), 7), round(max(p[1] for p in ring), 7)]
+    if not spec.swath_edge:  # a full window: densified edges give the tighter geodesic bbox
+        bbox = [round(v, 7) for v in footprint_lonlat(tile.epsg, bounds)]
     item_id = spec.item_id(level)
     unit = spec.platform[-1].upper()
     t = spec.datetime.astimezone(UTC)
@@ -669,7 +708,8 @@ def write_scene(root: Path, spec: SceneSpec, arrays: SceneArrays) -> list[Path]:
 
     Layout: ``root/<collection>/<item_id>/<item_id>.json`` with COG assets (uint16, DN = round(ρ·10000) −
     ADD_OFFSET clipped to [1, 65535], 0 = no data; DEFLATE + predictor 2, internal overviews; tile UTM CRS at
-    native 10/20/60 m) and ``granule_metadata.xml`` next to it. Returns every path written (items first).
+    native 10/20/60 m) and ``granule_metadata.xml`` next to it; each item JSON is written after its assets.
+    Returns every path written (item JSONs first).
     Collections and the root catalog are written by :func:`synthesize_archive`.
     """
     tile = parse_tile(spec.tile)
@@ -681,10 +721,6 @@ def write_scene(root: Path, spec: SceneSpec, arrays: SceneArrays) -> list[Path]:
         item_id = spec.item_id(level)
         d = root / collection / item_id
         d.mkdir(parents=True, exist_ok=True)
-        item = _item_dict(spec, arrays, level, meta)
-        item_path = d / f"{item_id}.json"
-        _dump(item_path, item)
-        written.append(item_path)
         xml_path = d / "granule_metadata.xml"
         xml_path.write_bytes(s2.build_granule_metadata_xml(meta))
         written.append(xml_path)
@@ -701,7 +737,11 @@ def write_scene(root: Path, spec: SceneSpec, arrays: SceneArrays) -> list[Path]:
             p = d / "SCL.tif"
             _write_cog(p, arrays.scl, 20, tile.epsg, tile.ulx, tile.uly, resampling="NEAREST")
             written.append(p)
-    return written
+        # the item last, so an item on disk always has all its assets
+        item_path = d / f"{item_id}.json"
+        _dump(item_path, _item_dict(spec, arrays, level, meta))
+        written.append(item_path)
+    return sorted(written, key=lambda p: p.suffix != ".json")
 
 
 def _collection_dict(cid: str, items: list[dict]) -> dict:

@@ -18,7 +18,17 @@ SPECTRA = {
 
 
 def _blobs(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Smooth random field with zero mean, unit std (Gaussian-filtered white noise)."""
+    """Smooth random field with zero mean, unit std (Gaussian-filtered white noise).
+
+    Large sigmas are generated on a coarser grid and upsampled bilinearly (same look, much faster).
+    """
+    f = max(1, int(sigma // 4))
+    if f > 1:
+        small = (shape[0] // f + 2, shape[1] // f + 2)
+        g = ndimage.gaussian_filter(rng.standard_normal(small), sigma / f, mode="wrap")
+        f = ndimage.zoom(g, (shape[0] / small[0], shape[1] / small[1]), order=1)[: shape[0], : shape[1]]
+        f = np.pad(f, ((0, shape[0] - f.shape[0]), (0, shape[1] - f.shape[1])), mode="edge")
+        return (f - f.mean()) / (f.std() + 1e-12)
     f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
     return (f - f.mean()) / (f.std() + 1e-12)
 
@@ -31,11 +41,14 @@ def make_toa_scene(
     cloud_sigma: float = 6.0,
     cirrus_cover: float = 0.15,
     edge: bool = True,
+    cloud_regions: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic L1C TOA scene (float32 H x W x 10) and its valid mask.
 
     Land cover blobs (vegetation, soil, water, urban), cumulus-like cloud blobs with soft edges, thin
     cirrus sheets, cloud shadows offset from the clouds, per-pixel noise, and a diagonal swath edge.
+    ``cloud_regions`` > 0 (a length in pixels) gathers the clouds into weather systems of that scale,
+    leaving large clear areas, as in real tiles.
     """
     rng = np.random.default_rng(seed)
     h, w = shape
@@ -50,6 +63,8 @@ def make_toa_scene(
     land = land * (1 + 0.08 * _blobs(rng, shape, 2.0))[..., None]
     # clouds: thickness in [0, 1], soft edges
     cf = _blobs(rng, shape, cloud_sigma)
+    if cloud_regions > 0:
+        cf = cf + 1.5 * _blobs(rng, shape, cloud_regions)
     thr = np.quantile(cf, 1 - cloud_cover) if cloud_cover > 0 else np.inf
     thick = np.clip((cf - thr + 0.15) / 0.6, 0, 1)
     # shadows: the cloud field shifted, darkening land
@@ -69,3 +84,207 @@ def make_toa_scene(
         valid = (xx * 0.8 + yy * 0.35) < 0.85 * w
         toa[~valid] = 0.0
     return toa, valid
+
+
+# ----------------------------------------------------------------------------------------------------
+import lightgbm  # noqa: E402
+
+from steps.science import cloudmask as cm  # noqa: E402
+from steps.science import scl as sclmod  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model() -> cm.S2CloudlessModel:
+    return cm.load_s2cloudless_model()
+
+
+@pytest.fixture(scope="module")
+def booster(model: cm.S2CloudlessModel) -> lightgbm.Booster:
+    return lightgbm.Booster(model_file=str(model.path))
+
+
+@pytest.fixture(scope="module")
+def s2c():
+    """The s2cloudless package (imports sentinelhub; only the tests need it)."""
+    return pytest.importorskip("s2cloudless")
+
+
+def s2c_reference_mask(s2c, toa, valid, params: cm.CloudMaskParams) -> tuple[np.ndarray, np.ndarray]:
+    """s2cloudless's own probabilities and post-processing; no-data pixels' probability set to 0."""
+    det = s2c.S2PixelCloudDetector(
+        threshold=params.threshold, average_over=params.average_over, dilation_size=params.dilation_size
+    )
+    prob = det.get_cloud_probability_maps(toa[None])[0]
+    p0 = np.where(valid, prob, 0.0).astype(np.float32)
+    mask = det.get_mask_from_prob(p0[None])[0].astype(bool) & valid
+    return prob, mask
+
+
+def test_model_file_parses_to_170_trees_of_10_features(model):
+    assert model.trees.n_trees == 170
+    assert model.trees.n_features == 10
+    assert model.path.name == cm.S2CLOUDLESS_MODEL_FILENAME
+    assert cm.S2CLOUDLESS_BANDS == ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12")
+
+
+def test_probability_equals_lightgbm_on_random_toa(model, booster):
+    rng = np.random.default_rng(42)
+    toa = rng.uniform(0.0, 0.8, (40, 50, 10)).astype(np.float32)
+    toa[..., 7] = rng.uniform(0.0, 0.08, (40, 50))  # B10 in its physical range
+    mine = cm.cloud_probability(model, toa, np.ones((40, 50), bool))
+    ref = booster.predict(toa.reshape(-1, 10)).reshape(40, 50)
+    assert np.abs(mine - ref).max() < 1e-5
+    assert 0.05 < (ref > 0.4).mean() < 0.95  # the random inputs exercise both classes
+
+
+def test_evaluator_handles_nan_like_lightgbm(model, booster):
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0.0, 0.5, (300, 10)).astype(np.float32)
+    X[:50, 3] = np.nan
+    X[50:60] = np.nan
+    X[60:70] = 0.0
+    from steps.science._trees import predict_proba
+
+    mine = predict_proba(model.trees, X)
+    assert np.abs(mine - booster.predict(X)).max() < 1e-12
+
+
+def test_probability_equals_s2cloudless_on_realistic_scene(model, s2c):
+    toa, valid = make_toa_scene((96, 96), seed=3, cloud_sigma=4.0)
+    mine = cm.cloud_probability(model, toa, valid)
+    ref = s2c.S2PixelCloudDetector().get_cloud_probability_maps(toa[None])[0]
+    assert np.isnan(mine[~valid]).all()
+    assert np.abs(mine[valid] - ref[valid]).max() < 1e-5
+    assert (ref[valid] > 0.4).mean() > 0.1  # scene has clouds
+    assert (ref[valid] < 0.2).mean() > 0.3  # and clear land
+
+
+def test_disk_kernel_matches_s2cloudless(s2c):
+    from s2cloudless.utils import cv2_disk
+
+    for r in range(1, 34):
+        assert np.array_equal(cm.disk(r), cv2_disk(r))
+
+
+def test_params_for_resolution_scales_160m_settings():
+    assert (cm.params_for_resolution(160).average_over, cm.params_for_resolution(160).dilation_size) == (4, 2)
+    p60 = cm.params_for_resolution(60)
+    assert (p60.average_over, p60.dilation_size, p60.resolution_m) == (11, 5, 60.0)
+    assert (cm.params_for_resolution(20).average_over, cm.params_for_resolution(20).dilation_size) == (32, 16)
+    with pytest.raises(ValueError):
+        cm.params_for_resolution(0)
+
+
+@pytest.mark.parametrize(
+    ("res", "shape", "sigma"), [(60, (320, 320), 8.0), (160, (200, 200), 3.0)], ids=["60m", "160m"]
+)
+def test_fast_mask_agrees_with_s2cloudless(model, s2c, res, shape, sigma):
+    params = cm.params_for_resolution(res)
+    toa, valid = make_toa_scene(shape, seed=7, cloud_sigma=sigma, cloud_cover=0.25, cirrus_cover=0.2)
+    prob, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
+    res_ = cm.cloud_mask_fast(model, toa, valid, params)
+    agree = (res_.mask == ref_mask)[valid].mean()
+    assert agree >= 0.995, agree
+    assert not res_.mask[~valid].any()
+    ev = np.isfinite(res_.probability)
+    assert ev.sum() == res_.n_evaluated and not ev[~valid].any()
+    assert np.abs(res_.probability[ev] - prob[ev]).max() < 1e-5
+    assert 0.1 < ref_mask[valid].mean() < 0.9  # non-trivial scene
+    assert res_.n_evaluated < res_.n_valid
+
+
+def test_fast_mask_evaluates_few_pixels_on_mostly_clear_scene(model, s2c):
+    params = cm.params_for_resolution(60)
+    toa, valid = make_toa_scene((300, 300), seed=11, cloud_cover=0.04, cloud_sigma=10.0, cirrus_cover=0.0)
+    _, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
+    res = cm.cloud_mask_fast(model, toa, valid, params)
+    assert res.evaluated_fraction < 0.15, res.evaluated_fraction
+    assert (res.mask == ref_mask)[valid].mean() >= 0.995
+    assert ref_mask.any()
+
+
+def test_nodata_never_turns_valid_pixels_cloudy(model, s2c):
+    params = cm.params_for_resolution(60)
+    toa, valid = make_toa_scene((160, 160), seed=5, cloud_cover=0.0, cirrus_cover=0.0, edge=True)
+    assert (~valid).any()
+    # all-zero no-data spectra look bright-ish to the raw model; they must not leak into the mask
+    res = cm.cloud_mask_fast(model, toa, valid, params)
+    exact = cm.cloud_mask_exact(model, toa, valid, params)
+    assert not res.mask.any()
+    assert not exact.mask.any()
+
+
+def test_exact_path_equals_s2cloudless_mask(model, s2c):
+    params = cm.params_for_resolution(160)
+    toa, valid = make_toa_scene((90, 90), seed=9, cloud_sigma=3.0)
+    _, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
+    exact = cm.cloud_mask_exact(model, toa, valid, params)
+    assert np.array_equal(exact.mask, ref_mask)
+
+
+def test_all_nodata_input_gives_empty_result(model):
+    toa = np.zeros((8, 8, 10), np.float32)
+    res = cm.cloud_mask_fast(model, toa)
+    assert res.n_valid == 0 and res.n_evaluated == 0 and not res.mask.any()
+
+
+# ------------------------------------------------------------------------------------- combination
+def test_build_cloud_mask_scl_only_maps_classes():
+    scl = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]], np.uint8)
+    out = cm.build_cloud_mask(scl, scl_dilation_px=0)
+    assert out.tolist() == [[255, 5, 0, 3, 0, 0, 0, 0, 1, 1, 2, 4]]
+
+
+def test_build_cloud_mask_precedence():
+    scl = np.full((3, 4), 4, np.uint8)
+    scl[0, 0] = 0  # nodata beats s2cloudless cloud
+    scl[0, 1] = 3  # shadow under s2cloudless cloud -> cloud
+    scl[0, 2] = 11  # snow under B10 cirrus -> cirrus
+    scl[0, 3] = 3  # shadow with B10 cirrus -> shadow
+    scl[1, 0] = 1  # invalid with cirrus -> cirrus
+    s2c = np.zeros((3, 4), bool)
+    s2c[0, :2] = True
+    b10 = np.zeros((3, 4), np.float32)
+    b10[0, 2:] = 0.02
+    b10[1, 0] = 0.02
+    b10[2, 3] = 0.012  # not > threshold -> clear
+    b10[2, 2] = np.nan
+    out = cm.build_cloud_mask(scl, s2c_cloud=s2c, b10_toa=b10, scl_dilation_px=0, cloud_dilation_px=0)
+    assert out[0].tolist() == [255, 1, 2, 3]
+    assert out[1, 0] == sclmod.MASK_CIRRUS
+    assert out[2, 3] == sclmod.MASK_CLEAR and out[2, 2] == sclmod.MASK_CLEAR
+
+
+def test_build_cloud_mask_dilation_marks_only_clear_pixels_as_buffer():
+    scl = np.full((7, 7), 4, np.uint8)
+    scl[3, 3] = 9
+    scl[3, 4] = 11  # snow next to the cloud keeps its class
+    scl[0, 0] = 0
+    out = cm.build_cloud_mask(scl, scl_dilation_px=1)
+    assert out[3, 3] == sclmod.MASK_CLOUD
+    assert out[3, 4] == sclmod.MASK_SNOW
+    # radius-1 disk = 4-neighbourhood
+    assert out[2, 3] == out[4, 3] == out[3, 2] == sclmod.MASK_BUFFER
+    assert out[2, 2] == sclmod.MASK_CLEAR
+    assert out[0, 0] == sclmod.MASK_NODATA
+    assert int((out == sclmod.MASK_BUFFER).sum()) == 3
+
+
+def test_build_cloud_mask_s2cloudless_cloud_gets_its_own_buffer():
+    scl = np.full((5, 5), 5, np.uint8)
+    s2c = np.zeros((5, 5), bool)
+    s2c[2, 2] = True
+    out = cm.build_cloud_mask(scl, s2c_cloud=s2c, scl_dilation_px=3, cloud_dilation_px=1)
+    assert out[2, 2] == sclmod.MASK_CLOUD
+    assert int((out == sclmod.MASK_BUFFER).sum()) == 4
+    with pytest.raises(ValueError):
+        cm.build_cloud_mask(scl, s2c_cloud=np.zeros((4, 4), bool))
+
+
+def test_upsample_nearest_and_20m_to_10m():
+    m = np.array([[1, 2], [3, 4]], np.uint8)
+    up = cm.upsample_nearest(m, 3)
+    assert up.shape == (6, 6) and up[2, 2] == 1 and up[3, 3] == 4 and up[0, 5] == 2
+    assert cm.upsample_nearest(m, 3, shape=(5, 7)).shape == (5, 7)
+    ten = cm.mask_20m_to_10m(m)
+    assert ten.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]

@@ -153,9 +153,11 @@ def test_hand_float64_evaluation_agrees(version, platform, data_folder, case_fol
         assert hand[3] == pytest.approx(-0.039412, abs=1e-6)
     # the module's float64 path agrees to rounding; the fast float32 path within its documented budget
     np.testing.assert_allclose(sl.evaluate_network(x.T, net), hand, rtol=0, atol=1e-9)
-    lai_snap, _ = run(net, x.T, mode="snap")
     clamped = np.clip(hand, 0.0, 8.0)  # none of these rows is beyond the tolerance
-    np.testing.assert_allclose(lai_snap, clamped, rtol=0, atol=1e-5)
+    lai64, _ = run(net, x.T, mode="snap", precision="float64")
+    np.testing.assert_allclose(lai64, clamped, rtol=0, atol=1e-6)  # float32 output rounding only
+    lai32, _ = run(net, x.T, mode="snap")  # default fast path: float32 hidden layer (~3e-6 measured)
+    np.testing.assert_allclose(lai32, clamped, rtol=0, atol=1e-5)
 
 
 def test_fast_path_within_1e4_of_float64_on_random_inputs():
@@ -173,6 +175,53 @@ def test_fast_path_within_1e4_of_float64_on_random_inputs():
         out_bits = sl.FLAG_THRESHOLDED_TO_MIN | sl.FLAG_THRESHOLDED_TO_MAX
         out_bits |= sl.FLAG_OUTPUT_TOO_LOW | sl.FLAG_OUTPUT_TOO_HIGH
         np.testing.assert_array_equal(flags & out_bits, ref_flags)
+
+
+def _inputs_near_output(net: sl.LaiNetwork, x0: np.ndarray, band: int, target: float) -> np.ndarray:
+    """Inputs (11, m) along one band through x0 whose float64 output lies within ±2e-7 of ``target``."""
+
+    def f(t: float) -> float:
+        x = x0.copy()
+        x[band] += t
+        return float(sl.evaluate_network(x, net)) - target
+
+    lo, hi = -0.2, 0.2
+    assert f(lo) * f(hi) < 0, "no crossing in the bracket"
+    for _ in range(200):  # bisection down to float64 resolution
+        mid = 0.5 * (lo + hi)
+        if f(mid) * f(lo) > 0:
+            lo = mid
+        else:
+            hi = mid
+    slope = (f(hi + 1e-6) - f(hi - 1e-6)) / 2e-6
+    offsets = np.linspace(-2e-7, 2e-7, 41) / slope  # output offsets of −2e-7 … +2e-7
+    xs = np.repeat(x0[:, None], offsets.size, axis=1)
+    xs[band] += hi + offsets
+    return xs
+
+
+@pytest.mark.parametrize(
+    ("row", "band", "boundary"),
+    # S2A test rows near each boundary; band 5 = B8A, band 0 = B3 (where the output crosses the boundary)
+    [(2180, 5, "out_min"), (1691, 5, "out_max"), (2180, 0, "lo-tol"), (827, 5, "hi+tol")],
+)
+def test_flags_next_to_boundaries_follow_float64_evaluation(row, band, boundary):
+    # float32 rounding (~1e-6) exceeds these ±2e-7 offsets, so only the float64 refinement gets them right
+    net = sl.load_network("3_0", "S2A")
+    target = {
+        "out_min": net.out_min,
+        "out_max": net.out_max,
+        "lo-tol": net.out_min - net.tolerance,
+        "hi+tol": net.out_max + net.tolerance,
+    }[boundary]
+    x0 = load_cases("3_0/S2A")[row, :11]
+    xs = _inputs_near_output(net, x0, band=band, target=target)
+    y64 = sl.evaluate_network(xs, net)
+    assert (y64 < target).any() and (y64 > target).any()
+    want_value, want_flags = sl.apply_output_range(y64, net, mode="snap")
+    lai, flags = run(net, xs, mode="snap")
+    np.testing.assert_array_equal(flags & ~np.uint8(sl.FLAG_INPUT_OUT_OF_RANGE), want_flags)
+    np.testing.assert_array_equal(lai, want_value.astype(np.float32))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -450,6 +499,28 @@ def test_chunking_workers_and_broadcasting_do_not_change_results():
     assert lai_s.dtype == np.float32 and ref_flags.dtype == np.uint8
 
 
+def test_float64_precision_matches_float32_path_and_float64_reference():
+    cases = load_cases("3_0/S2A")
+    net = sl.load_network("3_0", "S2A")
+    x = cases[:, :11].T.copy()
+    x[0, 5] = np.nan
+    lai32, f32 = run(net, x, mode="snap")
+    lai64, f64 = run(net, x, mode="snap", precision="float64")
+    np.testing.assert_array_equal(f32, f64)
+    assert f64[5] == sl.FLAGS_NODATA and np.isnan(lai64[5])
+    np.testing.assert_allclose(lai32, lai64, rtol=0, atol=1e-5)
+    ref, _ = sl.apply_output_range(sl.evaluate_network(x, net), net, mode="snap")
+    ok = np.isfinite(ref)
+    np.testing.assert_array_equal(lai64[ok], ref[ok].astype(np.float32))
+
+
+def test_huge_finite_input_is_nodata_without_warnings(in_domain_input):
+    x = np.repeat(in_domain_input, 2, axis=1)
+    x[3, 1] = 1e300  # overflows the float32 working copy
+    lai, flags = run(sl.load_network("2_1"), x)
+    assert flags[1] == sl.FLAGS_NODATA and np.isnan(lai[1]) and flags[0] == 0
+
+
 def test_single_pixel_and_bad_shapes():
     row = load_cases("2_1")[0]
     lai, flags = sl.compute_lai(row[:8], row[8], row[9], row[10], sl.load_network("2_1"))
@@ -459,6 +530,8 @@ def test_single_pixel_and_bad_shapes():
         sl.compute_lai(np.zeros((7, 3)), 1.0, 1.0, 1.0, sl.load_network())
     with pytest.raises(ValueError, match="broadcast"):
         sl.compute_lai(np.zeros((8, 3)), np.ones(4), 1.0, 1.0, sl.load_network())
+    with pytest.raises(ValueError, match="precision"):
+        sl.compute_lai(np.zeros((8, 3)), 1.0, 1.0, 1.0, sl.load_network(), precision="half")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="mode"):
         sl.compute_lai(np.zeros((8, 3)), 1.0, 1.0, 1.0, sl.load_network(), mode="strict")  # type: ignore[arg-type]
 

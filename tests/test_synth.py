@@ -1,11 +1,10 @@
-"""Synthetic archive: determinism, geometry, DN encoding, land-cover spectra, clouds, STAC validity, s2cloudless."""
+"""Synthetic archive: determinism, geometry, DN encoding, spectra, clouds, STAC validity, s2cloudless."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -95,11 +94,12 @@ def test_footprint_and_transform_follow_the_mgrs_rule(archive):
             assert tuple(ds.transform)[:6] == (res, 0.0, 600000.0, 0.0, -res, 1600020.0)
             assert ds.shape == (SIZE * 10 // res,) * 2
             assert ds.nodata == 0 and ds.dtypes[0] == ("uint8" if name == "SCL" else "uint16")
-            assert ds.profile["compress"].lower() == "deflate"
+            st = ds.tags(ns="IMAGE_STRUCTURE")
+            assert (st["COMPRESSION"], st["PREDICTOR"], st["LAYOUT"]) == ("DEFLATE", "2", "COG")
     assert item["assets"]["blue"]["proj:transform"] == [10, 0, 600000.0, 0, -10, 1600020.0]
     assert item["assets"]["coastal"]["proj:shape"] == [SIZE // 6, SIZE // 6]
     lon0, lat0, lon1, lat1 = item["bbox"]
-    assert 100.0 < lon0 < lon1 < 100.05 and 14.4 < lat0 < lat1 < 14.5  # Bangkok's NW corner region
+    assert 99.9 < lon0 < lon1 < 100.05 and 14.4 < lat0 < lat1 < 14.5  # Bangkok's NW corner region
 
 
 @pytest.mark.parametrize("spec", [POST, PRE], ids=["pb0510", "pb0301"])
@@ -144,7 +144,7 @@ def test_land_cover_ndvi_in_plausible_ranges():
 
 
 def test_clouds_shadows_cirrus_and_nodata_where_specified():
-    a = synth.render_scene(POST, 600, seed=2)
+    a = synth.render_scene(replace(POST, cirrus=0.25), 600, seed=2)
     valid = ~a.nodata[20]
     cloud = np.isin(a.scl, (8, 9))
     assert 0.15 < cloud[valid].mean() < 0.45
@@ -210,15 +210,17 @@ def test_catalog_passes_core_stac_schemas_offline(archive):
     assert len(list(cat.get_items(recursive=True))) == 4
 
 
-def test_stac_validator_recursive(archive):
-    exe = Path(sys.executable).parent / "stac-validator"
-    if not exe.exists():
-        pytest.skip("stac-validator not installed")
-    r = subprocess.run([str(exe), "validate", "--recursive", str(archive / "catalog.json")],
-                       capture_output=True, text=True, timeout=300)
-    if "ConnectionError" in r.stdout or "NameResolution" in r.stdout:
-        pytest.skip("stac-validator fetches schemas (schemas.stacspec.org, stac-extensions.github.io): offline")
-    assert r.returncode == 0, r.stdout[-3000:]
+def test_stac_validator_passes_offline_with_vendored_schemas(archive):
+    # steps.stacvalidate runs stac-validator against the schemas vendored in steps/data/stac-schemas
+    # (core + eo, projection, raster, view, mgrs, grid); it never fetches. The sentinel-2 extension
+    # schema is not vendored (yet): that one "not vendored" report is tolerated, nothing else.
+    from steps.stacvalidate import validate_stac
+
+    errors = validate_stac(archive / "catalog.json")
+    s2_ext = "https://stac-extensions.github.io/sentinel-2/v1.0.0/schema.json"
+    other = [e for e in errors if not (s2_ext in e and "not vendored" in e)]
+    assert other == []
+    assert len(errors) in (0, 4)  # 4 items declare the sentinel-2 extension
 
 
 def test_s2cloudless_agrees_with_truth_on_l1c_toa():
@@ -283,3 +285,16 @@ def test_full_tile_renders_in_bounded_time():
     assert time.perf_counter() - t0 < 120
     assert a.boa["B08"].shape == (10980, 10980) and a.boa["B08"].dtype == np.float32
     assert a.scl.shape == (5490, 5490)
+
+
+def test_item_geometry_excludes_the_no_data_beyond_the_swath_edge(archive):
+    d = archive / "sentinel-2-c1-l2a" / POST.item_id()
+    item = json.loads((d / f"{d.name}.json").read_text())
+    ring = item["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1] and len(ring) == 4 + 1  # the edge crosses the top and bottom sides
+    full = synth.data_footprint_lonlat(replace(POST, swath_edge=False), SIZE)
+    assert max(p[0] for p in ring) < max(p[0] for p in full)
+    assert item["bbox"][2] == pytest.approx(max(p[0] for p in ring))
+    # ring is counter-clockwise (positive shoelace area)
+    area = sum(a[0] * b[1] - b[0] * a[1] for a, b in itertools.pairwise(ring))
+    assert area > 0

@@ -198,6 +198,8 @@ class CloudMaskParams:
     margin: float = 0.05
     refine_band_px: int = 2
     max_rounds: int = 3
+    margin_decay: float = 1.0
+    band_growth: float = 1.0
     residual_correction: bool = True
 
 
@@ -313,7 +315,9 @@ def cloud_mask_fast(
        piecewise linear), giving a per-pixel estimate with ~0.05 residual std;
     3. the disk average of (exact where known, estimate elsewhere) is computed; pixels within
        ``margin`` of the threshold whose disk still contains estimates get the full model in a band of
-       ``refine_band_px`` around them; repeated (margin halved) up to ``max_rounds`` times.
+       ``refine_band_px`` around them; repeated up to ``max_rounds`` times with the band doubling each
+       round (2, 4, 8, ... px, at most the averaging radius), so persistently borderline pixels end up
+       with an exactly evaluated disk.
 
     Clear land and cloud interiors are decided on the estimate; only a thin band along the threshold
     contour is evaluated exactly. Evaluation uses LightGBM's predictor on the gathered pixels
@@ -377,39 +381,51 @@ def cloud_mask_fast(
         est_vals = np.interp(raw_k, xs, ys)
     else:  # too few exact samples: the partial score's own sigmoid
         est_vals = 1.0 / (1.0 + np.exp(-model.trees.sigmoid * raw_k))
-    unknown_v = ~known.ravel()[vidx]
-    est_full = np.zeros((h, w), dtype=np.float32)
-    est_full.flat[vidx] = est_vals
-    if cal.size >= 20 and params.residual_correction:
-        # The calibration is global; its residual is spatially correlated (e.g. one surface type under
-        # thin cloud). Add the residual measured on the lattice, spread by normalised Gaussian smoothing.
-        resid = np.zeros((h, w), dtype=np.float32)
-        weight = np.zeros((h, w), dtype=np.float32)
-        resid.flat[cal] = estimate.ravel()[cal] - est_full.ravel()[cal]
-        weight.flat[cal] = 1.0
-        sigma = float(cs)
+    est_cal = np.zeros((h, w), dtype=np.float32)  # calibrated surrogate, valid pixels
+    est_cal.flat[vidx] = est_vals
+    sigma = float(max(cs, 2))
+
+    def refresh_estimate() -> None:
+        """Estimate unknown pixels: calibrated surrogate + smoothed residual of the known pixels.
+
+        The calibration is global while its error is spatially correlated (one surface type under thin
+        cloud, say), so the residual measured on exactly evaluated pixels nearby is added back
+        (normalised Gaussian smoothing, sigma = calibration stride). Known pixels keep their exact value.
+        """
+        unknown = valid & ~known
+        if not params.residual_correction or cal.size < 20:
+            estimate[unknown] = est_cal[unknown]
+            return
+        kv = known & valid
+        resid = np.where(kv, estimate - est_cal, 0.0).astype(np.float32)
         num = cv2.GaussianBlur(resid, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        den = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
-        est_full = np.clip(est_full + corr, 0.0, 1.0).astype(np.float32)
-    estimate.flat[vidx[unknown_v]] = est_full.flat[vidx[unknown_v]]
+        den = cv2.GaussianBlur(kv.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        corr = num / np.maximum(den, 1e-3)
+        corr[den <= 1e-3] = 0.0
+        estimate[unknown] = np.clip(est_cal[unknown] + corr[unknown], 0.0, 1.0)
+
+    refresh_estimate()
     timings["calibration"] = time.perf_counter() - t0
     # 3. refine around the threshold contour
     t0 = time.perf_counter()
     r = int(params.average_over)
     sup = disk(r).astype(np.float32) if r else np.ones((1, 1), np.float32)
-    band = disk(params.refine_band_px) if params.refine_band_px > 0 else np.ones((1, 1), np.uint8)
     avg = _average(estimate, params)
+    band_px = max(1, int(params.refine_band_px))
     margin = params.margin
     for _ in range(params.max_rounds):
         unknown_in_disk = cv2.filter2D((~known).astype(np.float32), -1, sup, borderType=cv2.BORDER_REFLECT)
         uncertain = valid & (np.abs(avg - params.threshold) < margin) & (unknown_in_disk > 0.5)
+        margin *= params.margin_decay
         if not uncertain.any():
             break
-        region = cv2.dilate(uncertain.astype(np.uint8), band).astype(bool)
+        # Band around the still-uncertain pixels, growing by ``band_growth`` each round (a factor 2
+        # converges to whole exactly-evaluated disks for pixels that stay borderline).
+        region = cv2.dilate(uncertain.astype(np.uint8), disk(min(band_px, max(r, 1)))).astype(bool)
+        band_px = max(band_px, round(band_px * params.band_growth))
         if evaluate(region).size == 0:
-            break
+            continue
+        refresh_estimate()
         avg = _average(estimate, params)
     timings["refine"] = time.perf_counter() - t0
     mask = _threshold_dilate(avg, params) & valid

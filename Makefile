@@ -1,0 +1,41 @@
+# raw2ready — `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@bash .ci/find-python >/dev/null
+	@test -x $(PY) || $$(bash .ci/find-python) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,workflows,serve]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv (Python 3.12) and install raw2ready with all extras
+
+demo: $(STAMP) ## synthesize a small archive offline and process it into ./raw2ready-demo
+	$(VENV)/bin/raw2ready demo --dir raw2ready-demo
+
+test: $(STAMP) ## run the test suite (services: RabbitMQ on 127.0.0.1:5672; S3 via moto is started by the tests)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the suite without tests marked slow
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff + mypy
+	$(VENV)/bin/ruff check steps workflows tests bench
+	$(VENV)/bin/mypy
+
+bench: $(STAMP) ## run the benchmarks (full-size tiles; minutes)
+	$(PY) bench/run_all.py
+
+clean: ## remove the demo output and caches (keeps .venv)
+	rm -rf raw2ready-demo .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help setup demo test test-fast lint bench clean

@@ -1,0 +1,74 @@
+"""The command line: help texts, one-line errors and documented exit codes."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from r2r_helpers import run_cli
+
+
+@pytest.mark.parametrize("cmd", [[], ["run"], ["synth"], ["demo"], ["validate"], ["catalog", "rebuild"],
+                                 ["step"], ["step", "ingest"], ["step", "ndvi"], ["step", "scenes"]])
+def test_every_command_explains_itself(cmd: list[str]) -> None:
+    res = run_cli(*cmd, "--help")
+    assert res.returncode == 0, res.stderr
+    assert "Usage: raw2ready" in res.stdout
+    assert len(res.stdout.splitlines()) > 4
+
+
+def _one_line_error(res, code: int, *needles: str) -> None:  # type: ignore[no-untyped-def]
+    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("raw2ready:")]
+    assert len(lines) == 1, res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_unknown_tile_is_a_usage_error(tmp_path: Path, demo_archive: Path) -> None:
+    res = run_cli("run", "--source", str(demo_archive), "--tiles", "47PPA", "--start", "2022-01-01",
+                  "--end", "2022-01-31", "--out", str(tmp_path))
+    _one_line_error(res, 2, "unknown MGRS tile", "47PPA")
+
+
+def test_end_before_start_is_a_usage_error(tmp_path: Path, demo_archive: Path) -> None:
+    res = run_cli("run", "--source", str(demo_archive), "--tiles", "47PPR", "--start", "2022-02-01",
+                  "--end", "2022-01-31", "--out", str(tmp_path))
+    _one_line_error(res, 2, "before start")
+
+
+def test_missing_source_is_invalid_input(tmp_path: Path) -> None:
+    res = run_cli("run", "--source", str(tmp_path / "nowhere"), "--tiles", "47PPR", "--start", "2022-01-01",
+                  "--end", "2022-01-31", "--out", str(tmp_path / "out"))
+    _one_line_error(res, 3, "source not found")
+
+
+def test_unreachable_remote_source_is_a_temporary_failure(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = run_cli("run", "--source", f"http://127.0.0.1:{port}/catalog.json", "--tiles", "47PPR",
+                  "--start", "2022-01-01", "--end", "2022-01-31", "--out", str(tmp_path / "out"))
+    _one_line_error(res, 75, "temporary failure")
+
+
+def test_step_entrypoint_writes_argo_output_files(tmp_path: Path, demo_archive: Path) -> None:
+    outdir = tmp_path / "outputs"
+    res = run_cli("step", "scenes", "--source", str(demo_archive), "--tiles", "47PPR", "--start", "2022-02-01",
+                  "--end", "2022-02-28", "--outputs-dir", str(outdir))
+    assert res.returncode == 0, res.stderr
+    assert (outdir / "count").read_text() == "1"
+    import json
+
+    scenes = json.loads((outdir / "scenes").read_text())
+    assert [s["scene_id"] for s in scenes] == ["S2A_47PPR_20220202T034720"]
+    assert json.loads(res.stdout)["count"] == 1
+
+
+def test_step_with_bad_input_exits_3(tmp_path: Path) -> None:
+    res = run_cli("step", "ingest", "--scene-id", "x", "--l2a-href", str(tmp_path / "missing.json"),
+                  "--out", str(tmp_path))
+    _one_line_error(res, 3, "not found")
