@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -45,9 +45,6 @@ class StepOutputs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-I = TypeVar("I", bound=StepInputs)
-O = TypeVar("O", bound=StepOutputs)
-
 _SCALARS = (str, int, float, bool)
 
 
@@ -62,7 +59,7 @@ class Resources:
 
 
 @dataclass(frozen=True)
-class Step(Generic[I, O]):
+class Step[I: StepInputs, O: StepOutputs]:
     """One pipeline step, declared once."""
 
     name: str

@@ -14,9 +14,11 @@ letter is resolved by the latitude band.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 from functools import lru_cache
 
 from steps.errors import InvalidInputError
@@ -47,7 +49,7 @@ def _tm_northing(lat_deg: float, zone: int) -> float:
 
 
 @lru_cache(maxsize=128)
-def _transformer(epsg: int):  # type: ignore[no-untyped-def]
+def _transformer(epsg: int) -> Any:
     from pyproj import Transformer
 
     return Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
@@ -115,7 +117,7 @@ def footprint_polygon_lonlat(epsg: int, bounds: tuple[float, float, float, float
     xmin, ymin, xmax, ymax = bounds
     pts: list[tuple[float, float]] = []
     corners = [(xmin, ymin), (xmax, ymin), (xmax, ymax), (xmin, ymax), (xmin, ymin)]
-    for (x0, y0), (x1, y1) in zip(corners[:-1], corners[1:], strict=True):
+    for (x0, y0), (x1, y1) in itertools.pairwise(corners):
         for k in range(n - 1):
             t = k / (n - 1)
             pts.append((x0 + t * (x1 - x0), y0 + t * (y1 - y0)))

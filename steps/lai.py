@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -32,7 +33,7 @@ from steps.storage import join, open_storage
 log = logging.getLogger(__name__)
 
 LAI_BANDS = BAND_ORDER  # B03 B04 B05 B06 B07 B8A B11 B12
-LAI_MODE = "clean"
+LAI_MODE: Literal["clean", "snap"] = "clean"
 
 
 class LaiInputs(StepInputs):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from steps.contract import Step
 from steps.cog import COG
+from steps.contract import Step
 from steps.ingest import INGEST, SCENES
 from steps.lai import LAI_STEP
 from steps.mask import MASK

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from steps.catalog import item_key, parse_datetime, skip_key
@@ -111,8 +112,7 @@ def run_scene(scene: SceneRef, out: str, settings: Settings | None = None) -> Sc
             step = STEPS[task.step]
             kwargs = {name: resolve_arg(ref, scene, params, outputs) for name, ref in task.args.items()}
             inputs = step.Inputs(**kwargs)
-            result = call_with_retries(lambda step=step, inputs=inputs: step.run(inputs, s),
-                                       f"{scene.scene_id} {task.name}", s)
+            result = call_with_retries(partial(step.run, inputs, s), f"{scene.scene_id} {task.name}", s)
             outputs[task.name] = result.model_dump()
         status = "skipped" if outputs.get("mask", {}).get("status") == "skipped" else "done"
         return SceneResult(scene.scene_id, status, time.monotonic() - t0, outputs=outputs)

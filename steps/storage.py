@@ -367,7 +367,7 @@ def _http_get(url: str, timeout: float = 60.0) -> bytes:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http/https only)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return bytes(resp.read())
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

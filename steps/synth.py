@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -278,7 +279,7 @@ def _nadir_x0(spec: SceneSpec, size: int) -> float:
     return t.ulx + 54_900.0 + _TRACK_TILT * 54_900.0  # track through the tile centre
 
 
-def _across_track(spec: SceneSpec, size: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _across_track(spec: SceneSpec, size: int, x: np.ndarray | np.float64, y: np.ndarray | np.float64) -> Any:
     t = parse_tile(spec.tile)
     xn = _nadir_x0(spec, size) - _TRACK_TILT * (t.uly - y)
     return (x - xn) * math.cos(math.atan(_TRACK_TILT))

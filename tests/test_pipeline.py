@@ -76,7 +76,7 @@ def test_ndvi_equals_independent_computation_for_both_baselines(processed: Path,
 def test_forgetting_the_offset_would_be_caught(processed: Path, demo_archive: Path) -> None:
     """Guard the guard: on a post-04.00 scene, ignoring the offset changes NDVI far beyond the tolerance."""
     item = next(it for it in _items(processed) if it["properties"]["raw2ready:source_processing_baseline"] >= "04.00")
-    src, src_path = _source_item(demo_archive, item, "L2A")
+    _src, src_path = _source_item(demo_archive, item, "L2A")
     red = _read(src_path.parent / "B04.tif").astype(np.float64) / 10000
     nir = _read(src_path.parent / "B08.tif").astype(np.float64) / 10000
     naive = (nir - red) / (nir + red)

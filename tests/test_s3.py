@@ -10,9 +10,10 @@ import pytest
 import rasterio
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from r2r_helpers import make_bucket, run_cli, upload_tree
 from steps.errors import InvalidInputError, TransientError
 from steps.storage import S3Storage, classify_s3_error, gdal_env, open_storage
+
+from r2r_helpers import make_bucket, run_cli, upload_tree
 
 pytestmark = pytest.mark.s3
 
@@ -71,7 +72,8 @@ def test_pipeline_reads_and_writes_s3_over_http(s3_env: dict[str, str], demo_arc
     st = open_storage("s3://products/run1")
     keys = set(st.list())
     assert "catalog.json" in keys and not any(k.startswith("work/") for k in keys)
-    local_items = {p.name: json.loads(p.read_text()) for p in (processed / "raw2ready-s2-vegetation").rglob("S2*T*.json")
+    local_dir = processed / "raw2ready-s2-vegetation"
+    local_items = {p.name: json.loads(p.read_text()) for p in local_dir.rglob("S2*T*.json")
                    if not p.name.endswith("skipped.json")}
     s3_items = {k.rsplit("/", 1)[1]: json.loads(st.read_bytes(k)) for k in keys
                 if k.endswith(".json") and "/S2" in k and not k.endswith("skipped.json") and k.count("/") == 5}

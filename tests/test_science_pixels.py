@@ -57,7 +57,7 @@ def _snap_lai(x: list[float], net: dict[str, list[list[float]]]) -> float:
 
 def _bilinear(grid: np.ndarray, r: int, c: int, res: float, step: float = 5000.0) -> float:
     py, px = (r + 0.5) * res / step, (c + 0.5) * res / step
-    i0, j0 = int(math.floor(py)), int(math.floor(px))
+    i0, j0 = math.floor(py), math.floor(px)
     fy, fx = py - i0, px - j0
     g = grid
     return float((1 - fy) * ((1 - fx) * g[i0, j0] + fx * g[i0, j0 + 1])
@@ -91,7 +91,7 @@ def test_lai_and_ndvi_at_chosen_pixels_match_a_hand_computation(processed: Path,
         mask = _read(item_path.parent / "cloud_mask.tif")
         lai = _read(item_path.parent / "lai.tif")
         ndvi = _read(item_path.parent / "ndvi.tif")
-        dn = {b: _read(src_dir / f"{b}.tif").astype(np.float64) for b in LAI_BANDS + ("B08",)}
+        dn = {b: _read(src_dir / f"{b}.tif").astype(np.float64) for b in (*LAI_BANDS, "B08")}
         net = _network(item["properties"]["platform"])
         rng = np.random.default_rng(sum(map(ord, item["id"])))
         clear = np.argwhere((mask == 0) & (lai != -32768))

@@ -383,28 +383,23 @@ def cloud_mask_fast(
         est_vals = 1.0 / (1.0 + np.exp(-model.trees.sigmoid * raw_k))
     est_cal = np.zeros((h, w), dtype=np.float32)  # calibrated surrogate, valid pixels
     est_cal.flat[vidx] = est_vals
-    sigma = float(max(cs, 2))
+    sigma = float(cs)
 
-    def refresh_estimate() -> None:
-        """Estimate unknown pixels: calibrated surrogate + smoothed residual of the known pixels.
-
-        The calibration is global while its error is spatially correlated (one surface type under thin
-        cloud, say), so the residual measured on exactly evaluated pixels nearby is added back
-        (normalised Gaussian smoothing, sigma = calibration stride). Known pixels keep their exact value.
-        """
-        unknown = valid & ~known
-        if not params.residual_correction or cal.size < 20:
-            estimate[unknown] = est_cal[unknown]
-            return
-        kv = known & valid
-        resid = np.where(kv, estimate - est_cal, 0.0).astype(np.float32)
+    if params.residual_correction and cal.size >= 20:
+        # The calibration is global while its error is spatially correlated (one surface type under
+        # thin cloud, say): add the residual measured on the lattice, spread by normalised Gaussian
+        # smoothing (sigma = lattice stride). Only the unbiased lattice sample is used: residuals of the
+        # refinement bands (cloud edges) do not represent their surroundings and made results worse.
+        on_lattice = np.zeros((h, w), dtype=bool)
+        on_lattice.flat[cal] = True
+        resid = np.where(on_lattice, estimate - est_cal, 0.0).astype(np.float32)
         num = cv2.GaussianBlur(resid, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        den = cv2.GaussianBlur(kv.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        den = cv2.GaussianBlur(on_lattice.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
         corr = num / np.maximum(den, 1e-3)
         corr[den <= 1e-3] = 0.0
-        estimate[unknown] = np.clip(est_cal[unknown] + corr[unknown], 0.0, 1.0)
-
-    refresh_estimate()
+        est_cal = np.clip(est_cal + corr, 0.0, 1.0).astype(np.float32)
+    unknown0 = valid & ~known
+    estimate[unknown0] = est_cal[unknown0]
     timings["calibration"] = time.perf_counter() - t0
     # 3. refine around the threshold contour
     t0 = time.perf_counter()
@@ -425,7 +420,6 @@ def cloud_mask_fast(
         band_px = max(band_px, round(band_px * params.band_growth))
         if evaluate(region).size == 0:
             continue
-        refresh_estimate()
         avg = _average(estimate, params)
     timings["refine"] = time.perf_counter() - t0
     mask = _threshold_dilate(avg, params) & valid
