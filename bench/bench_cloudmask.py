@@ -46,6 +46,10 @@ def make_scene(size: int, seed: int, cache: Path) -> tuple[np.ndarray, np.ndarra
 
 
 def _peak_rss_mb() -> float:
+    """Peak RSS of this process (VmHWM: unlike ru_maxrss it does not carry the parent's peak over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -101,9 +105,7 @@ def main() -> None:
         return
     t0 = time.perf_counter()
     _toa, valid = make_scene(args.size, args.seed, cache)
-    print(
-        f"scene {args.size}x{args.size} built in {time.perf_counter() - t0:.1f} s, valid {valid.mean():.1%}"
-    )
+    print(f"scene {args.size}x{args.size} built in {time.perf_counter() - t0:.1f} s, valid {valid.mean():.1%}")
     stats = {}
     for which in ("s2cloudless", "fast"):
         subprocess.run(
@@ -129,10 +131,7 @@ def main() -> None:
     agree = float((ref == fast)[valid].mean())
     med = {k: statistics.median(v["times"]) for k, v in stats.items()}
     print()
-    print(
-        f"60 m tile {args.size}x{args.size}, valid {valid.mean():.1%}, "
-        f"s2cloudless cloud {ref[valid].mean():.1%}"
-    )
+    print(f"60 m tile {args.size}x{args.size}, valid {valid.mean():.1%}, s2cloudless cloud {ref[valid].mean():.1%}")
     print()
     print("| path | median s (runs) | peak RSS MB | agreement (valid px) | evaluated | speed-up |")
     print("|---|---|---|---|---|---|")

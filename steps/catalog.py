@@ -311,6 +311,11 @@ def _index(items: list[dict[str, Any]]) -> dict[str, Any]:
             "clear_fraction": it["properties"].get("raw2ready:clear_fraction"),
             "item": join(folder, f"{it['id']}.json"),
             "assets": {k: join(folder, a["href"].removeprefix("./")) for k, a in sorted(it["assets"].items())},
+            # Raster grid per asset (``proj:shape`` [rows, cols], ``proj:transform`` first six affine
+            # coefficients, in the item's ``proj:code`` CRS), so readers (the EDR provider) can locate
+            # pixels and size requests without opening any COG.
+            "grids": {k: {"shape": a["proj:shape"], "transform": a["proj:transform"][:6]}
+                      for k, a in sorted(it["assets"].items()) if "proj:shape" in a and "proj:transform" in a},
         })
     return {"type": "raw2ready-index", "version": 1, "collection": COLLECTION_ID, "items": rows}
 

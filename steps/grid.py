@@ -18,8 +18,8 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
 from functools import lru_cache
+from typing import Any
 
 from steps.errors import InvalidInputError
 

@@ -139,8 +139,9 @@ def to_geojson(geom: Any) -> dict[str, Any]:
 
 def main() -> None:
     """Regenerate boundary.geojson and tiles.json (see the module docstring)."""
+    import numpy as np
+    import shapely
     from shapely.geometry import box
-    from shapely.ops import transform
 
     from steps.grid import parse_tile
     from steps.tiles import Boundary, candidate_tiles, tiles_for_geometry
@@ -188,7 +189,8 @@ def main() -> None:
     for tid in candidate_tiles(boundary.bbox):
         t = parse_tile(tid)
         tr = Transformer.from_crs("EPSG:4326", t.crs, always_xy=True)
-        if transform(tr.transform, full).intersects(box(*t.bounds)):
+        projected = shapely.transform(full, lambda xy, tr=tr: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        if projected.intersects(box(*t.bounds)):
             full_set.append(tid)
     n_vertices = sum(len(r) for p in gj["coordinates"] for r in p)
     print(f"Natural Earth {version}: {len(simple.geoms)} polygons, {n_vertices} vertices after simplification")

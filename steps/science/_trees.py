@@ -145,9 +145,7 @@ def parse_lightgbm_model(path: str | Path) -> TreeEnsemble:
     return ens
 
 
-def predict_raw(
-    ens: TreeEnsemble, X: np.ndarray, n_trees: int | None = None, chunk: int = 65536
-) -> np.ndarray:
+def predict_raw(ens: TreeEnsemble, X: np.ndarray, n_trees: int | None = None, chunk: int = 65536) -> np.ndarray:
     """Raw score (sum of leaf values, float64) for each row of ``X`` (n, n_features), LightGBM semantics.
 
     ``n_trees`` limits the sum to the first trees (like LightGBM's ``num_iteration``); None = all.

@@ -213,9 +213,7 @@ def params_for_resolution(resolution_m: float, threshold: float = 0.4) -> CloudM
         raise ValueError("resolution_m must be positive")
     avg = max(1, _round_half_up(4 * 160.0 / resolution_m))
     dil = max(1, _round_half_up(2 * 160.0 / resolution_m))
-    return CloudMaskParams(
-        threshold=threshold, average_over=avg, dilation_size=dil, resolution_m=float(resolution_m)
-    )
+    return CloudMaskParams(threshold=threshold, average_over=avg, dilation_size=dil, resolution_m=float(resolution_m))
 
 
 def _average(prob0: np.ndarray, params: CloudMaskParams) -> np.ndarray:
