@@ -31,16 +31,23 @@ def _scene_module():
     return mod
 
 
-def make_scene(size: int, seed: int, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Realistic mixture: clear land, cumulus fields and a deck clustered in weather systems, cirrus,
-    shadows, a swath edge. Cached as .npz so both subprocesses read the same array."""
+def make_scene(size: int, seed: int, cache: Path, kind: str = "own") -> tuple[np.ndarray, np.ndarray]:
+    """Build (or load from the .npz cache, so both subprocesses read the same array) the 60 m scene.
+
+    ``own``: the test module's generator - clear land, cumulus fields and decks gathered in weather
+    systems, cirrus, shadows, a swath edge. ``synth``: ``steps.synth.render_scene`` (tile 47PPR, 10/20 m
+    bands block-averaged to 60 m, no-data from its swath edge); ``size`` is then in 60 m pixels.
+    """
     if cache.exists():
         d = np.load(cache)
         return d["toa"], d["valid"]
     mod = _scene_module()
-    toa, valid = mod.make_toa_scene(
-        (size, size), seed=seed, cloud_cover=0.3, cloud_sigma=6.0, cirrus_cover=0.15, cloud_regions=size / 6
-    )
+    if kind == "synth":
+        toa, valid, _ = mod._synth_scene_60m(size * 6, seed=seed, cloud_cover=0.3)
+    else:
+        toa, valid = mod.make_toa_scene(
+            (size, size), seed=seed, cloud_cover=0.3, cloud_sigma=6.0, cirrus_cover=0.15, cloud_regions=size / 6
+        )
     np.savez(cache, toa=toa, valid=valid)
     return toa, valid
 
@@ -96,15 +103,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/raw2ready_bench_cloudmask"))
+    ap.add_argument("--scene", choices=["own", "synth"], default="own")
     ap.add_argument("--child", choices=["s2cloudless", "fast"])
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    cache = args.workdir / f"scene_{args.size}_{args.seed}.npz"
+    cache = args.workdir / f"scene_{args.scene}_{args.size}_{args.seed}.npz"
     if args.child:
         run_one(args.child, cache, args.runs, args.workdir / f"{args.child}.json")
         return
     t0 = time.perf_counter()
-    _toa, valid = make_scene(args.size, args.seed, cache)
+    _toa, valid = make_scene(args.size, args.seed, cache, args.scene)
     print(f"scene {args.size}x{args.size} built in {time.perf_counter() - t0:.1f} s, valid {valid.mean():.1%}")
     stats = {}
     for which in ("s2cloudless", "fast"):
@@ -120,6 +128,8 @@ def main() -> None:
                 str(args.runs),
                 "--seed",
                 str(args.seed),
+                "--scene",
+                args.scene,
                 "--workdir",
                 str(args.workdir),
             ],
@@ -131,7 +141,9 @@ def main() -> None:
     agree = float((ref == fast)[valid].mean())
     med = {k: statistics.median(v["times"]) for k, v in stats.items()}
     print()
-    print(f"60 m tile {args.size}x{args.size}, valid {valid.mean():.1%}, s2cloudless cloud {ref[valid].mean():.1%}")
+    print(
+        f"60 m tile {args.size}x{args.size} ({args.scene} scene), valid {valid.mean():.1%}, s2cloudless cloud {ref[valid].mean():.1%}"
+    )
     print()
     print("| path | median s (runs) | peak RSS MB | agreement (valid px) | evaluated | speed-up |")
     print("|---|---|---|---|---|---|")

@@ -71,6 +71,16 @@ def skip_key(dt: datetime, scene_id: str) -> str:
     return join(scene_folder(dt, scene_id), f"{scene_id}.skipped.json")
 
 
+def failure_key(scene_id: str) -> str:
+    """Key of a scene's last failure record (removed when the scene later succeeds)."""
+    return join("failures", f"{scene_id}.json")
+
+
+def quarantine_folder(scene_id: str) -> str:
+    """Where ``audit --requeue`` moves a corrupt scene's files before it is re-driven."""
+    return join("quarantine", scene_id)
+
+
 def work_folder(scene_id: str) -> str:
     """Key prefix for a scene's intermediate files."""
     return join(WORK_PREFIX, scene_id)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from steps.catalog import item_key, parse_datetime, skip_key
+from steps.catalog import dumps, failure_key, item_key, parse_datetime, skip_key
 from steps.errors import (
     EXIT_FAILURE,
     EXIT_INVALID_INPUT,
@@ -132,6 +132,20 @@ def is_complete(storage: Any, scene: SceneRef) -> bool:
     return bool(storage.exists(item_key(dt, scene.scene_id)) or storage.exists(skip_key(dt, scene.scene_id)))
 
 
+def record_outcome(storage: Any, result: SceneResult, scene: SceneRef | None) -> None:
+    """Keep a durable record of the last failure of a scene; clear it once the scene succeeds."""
+    key = failure_key(result.scene_id)
+    if result.status == "failed":
+        body = {"scene_id": result.scene_id, "status": "failed", "step": result.step, "exit_code": result.exit_code,
+                "error": result.error, "scene": scene.model_dump() if scene else None}
+        try:
+            storage.write_bytes(key, dumps(body))
+        except Exception:  # never let bookkeeping hide the real failure
+            log.exception("could not record the failure of %s", result.scene_id)
+    elif result.status in ("done", "skipped") and storage.exists(key):
+        storage.delete(key)
+
+
 def _init_worker(level: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -144,6 +158,7 @@ def run_scenes(scenes: list[SceneRef], out: str, *, workers: int = 1, force: boo
 
     s = settings or get_settings()
     storage = open_storage(out, s)
+    scenes_by_id = {sc.scene_id: sc for sc in scenes}
     results: list[SceneResult] = []
     todo: list[SceneRef] = []
     for sc in scenes:
@@ -178,7 +193,9 @@ def run_scenes(scenes: list[SceneRef], out: str, *, workers: int = 1, force: boo
                     results.append(r)
                     if progress:
                         progress(r)
-    cat = call_with_retries(lambda: CATALOG.run(CatalogInputs(out=out), s), "catalog", s)
+    for r in results:
+        record_outcome(storage, r, scenes_by_id.get(r.scene_id))
+    cat = call_with_retries(partial(CATALOG.run, CatalogInputs(out=out), s), "catalog", s)
     order = {sc.scene_id: i for i, sc in enumerate(scenes)}
     results.sort(key=lambda r: order.get(r.scene_id, 0))
     return RunSummary(results=results, catalog=cat.catalog)

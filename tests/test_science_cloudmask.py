@@ -288,3 +288,61 @@ def test_upsample_nearest_and_20m_to_10m():
     assert cm.upsample_nearest(m, 3, shape=(5, 7)).shape == (5, 7)
     ten = cm.mask_20m_to_10m(m)
     assert ten.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+
+
+# ------------------------------------------------------------------------ teammate's scene generator
+def _synth_scene_60m(size_10m: int = 1800, seed: int = 1, cloud_cover: float = 0.3):
+    """steps.synth scene -> (toa60 (H, W, 10) float32, valid60, scene); 10/20 m bands block-averaged."""
+    synth = pytest.importorskip("steps.synth")
+    from datetime import UTC, datetime
+
+    spec = synth.SceneSpec(
+        tile="47PPR",
+        datetime=datetime(2024, 3, 5, 3, 40, tzinfo=UTC),
+        cloud_cover=cloud_cover,
+        cirrus=0.1,
+        swath_edge=True,
+    )
+    scene = synth.render_scene(spec, size_10m, seed=seed)
+    n = size_10m // 6
+    bands = []
+    for name in cm.S2CLOUDLESS_BANDS:
+        a = np.asarray(scene.toa[name], dtype=np.float32)
+        f = a.shape[0] // n
+        bands.append(a.reshape(n, f, n, f).mean(axis=(1, 3)) if f > 1 else a)
+    toa = np.stack(bands, axis=-1)
+    valid = ~scene.nodata[60] & np.isfinite(toa).all(axis=-1)
+    toa[~valid] = 0.0
+    return toa, valid, scene
+
+
+def test_fast_mask_agrees_with_s2cloudless_on_synth_scene(model, s2c):
+    toa, valid, _ = _synth_scene_60m()
+    assert 0.2 < valid.mean() < 1.0  # swath edge present
+    params = cm.params_for_resolution(60)
+    prob, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
+    res = cm.cloud_mask_fast(model, toa, valid, params)
+    assert (res.mask == ref_mask)[valid].mean() >= 0.995
+    ev = np.isfinite(res.probability)
+    assert np.abs(res.probability[ev] - prob[ev]).max() < 1e-5
+    assert ref_mask[valid].any()
+
+
+def test_build_cloud_mask_on_synth_scene_covers_truth_clouds(model):
+    synth = pytest.importorskip("steps.synth")
+    toa, valid, scene = _synth_scene_60m()
+    res = cm.cloud_mask_fast(model, toa, valid, cm.params_for_resolution(60))
+    n20 = scene.scl.shape[0]
+    s2c20 = cm.upsample_nearest(res.mask, 3, (n20, n20))
+    b10 = cm.upsample_nearest(np.nan_to_num(np.asarray(scene.toa["B10"]), nan=0.0), 3, (n20, n20))
+    codes = cm.build_cloud_mask(scene.scl, s2c_cloud=s2c20, b10_toa=b10)
+    truth = scene.truth
+    assert (codes[truth == synth.TRUTH_NODATA] == 255).all()
+    cloudy = truth == synth.TRUTH_CLOUD
+    assert cloudy.any()
+    assert (codes[cloudy] != 0).mean() > 0.99
+    scl_only = cm.build_cloud_mask(scene.scl)
+    assert (scl_only[truth == synth.TRUTH_NODATA] == 255).all()
+    assert (codes != 0).sum() >= (scl_only != 0).sum()  # adding s2cloudless/B10 only removes clear pixels
+    ten = cm.mask_20m_to_10m(codes)
+    assert ten.shape == (2 * n20, 2 * n20)

@@ -1,0 +1,103 @@
+"""``raw2ready audit`` and ``raw2ready status``: find loss, re-drive it, and watch a backfill."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from steps.errors import UsageError
+
+EXIT_INCOMPLETE = 4  # audit: something is missing, corrupt, failed or unlisted
+
+
+def _print_table(rows: list[tuple[str, dict[str, int]]]) -> None:
+    cols = list(rows[0][1]) if rows else []
+    click.echo(f"{'period':<10} " + " ".join(f"{c:>9}" for c in cols))
+    for label, counts in rows:
+        click.echo(f"{label:<10} " + " ".join(f"{counts[c]:>9}" for c in cols))
+
+
+def _scenes(source: str | None, tiles: str | None, start: str | None, end: str | None) -> list:  # type: ignore[type-arg]
+    from steps.grid import normalize_tiles
+    from steps.source import find_scenes
+
+    if not (source and tiles and start and end):
+        raise UsageError("--source, --tiles, --start and --end are needed to know what the archive has")
+    return find_scenes(source, normalize_tiles(tiles), start, end)
+
+
+@click.command("audit")
+@click.option("--source", required=True, help="The source archive (static catalog or STAC API).")
+@click.option("--out", required=True, help="Output root holding the products (directory or s3://…).")
+@click.option("--tiles", required=True, help="MGRS tiles, comma-separated.")
+@click.option("--start", required=True, help="First date YYYY-MM-DD.")
+@click.option("--end", required=True, help="Last date YYYY-MM-DD.")
+@click.option("--by", type=click.Choice(["month", "tile"]), default="month", show_default=True,
+              help="Group the table by year/quarter/month or by tile.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the full report (every scene and its problems) as JSON to this file ('-' = stdout).")
+@click.option("--quick", is_flag=True, help="Compare sizes only, do not re-read assets to verify checksums.")
+@click.option("--requeue", is_flag=True,
+              help="Quarantine corrupt scenes and publish work orders for every incomplete tile × month.")
+def audit_cmd(source: str, out: str, tiles: str, start: str, end: str, by: str, json_path: str | None,
+              quick: bool, requeue: bool) -> None:
+    """Compare the source archive, the catalog and the assets in storage (checksums); exit 4 if incomplete.
+
+    States: ok, skipped (nothing to do), missing, corrupt (asset missing or checksum mismatch), unlisted
+    (fine but not in the catalog: run `raw2ready catalog rebuild`), failed (last run failed).
+    """
+    from steps.audit import audit, requeue_plan, table
+    from steps.storage import open_storage
+
+    storage = open_storage(out)
+    scenes = _scenes(source, tiles, start, end)
+    report = audit(storage, scenes, verify_checksums=not quick)
+    _print_table(table(report, by))
+    for s in report.scenes:
+        if s.state not in ("ok", "skipped"):
+            click.echo(f"  {s.state.upper():<8} {s.scene_id}: {'; '.join(s.problems)}")
+    for o in report.orphans:
+        click.echo(f"  ORPHAN   {o} (not in the source for this range)")
+    if json_path:
+        text = json.dumps(report.to_json(), indent=2)
+        if json_path == "-":
+            click.echo(text)
+        else:
+            with click.open_file(json_path, "w") as f:
+                f.write(text + "\n")
+    if requeue and not report.complete:
+        from steps.queue import publish_orders
+
+        orders = requeue_plan(storage, report, source, out)
+        n = publish_orders(orders)
+        click.echo(f"requeued {n} work order(s) for {len(orders)} tile-month(s)")
+    click.echo("complete" if report.complete else "INCOMPLETE")
+    sys.exit(0 if report.complete else EXIT_INCOMPLETE)
+
+
+@click.command("status")
+@click.option("--out", required=True, help="Output root holding the products (directory or s3://…).")
+@click.option("--source", default=None, help="With --tiles/--start/--end: also count scenes still missing.")
+@click.option("--tiles", default=None, help="MGRS tiles, comma-separated.")
+@click.option("--start", default=None, help="First date YYYY-MM-DD.")
+@click.option("--end", default=None, help="Last date YYYY-MM-DD.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status_cmd(out: str, source: str | None, tiles: str | None, start: str | None, end: str | None,
+               as_json: bool) -> None:
+    """Backfill progress: done / skipped / failed (/ missing) per year, quarter and month."""
+    from steps.audit import status_rows
+    from steps.storage import open_storage
+
+    scenes = _scenes(source, tiles, start, end) if source else None
+    rows = status_rows(open_storage(out), scenes)
+    if as_json:
+        click.echo(json.dumps({label: counts for label, counts in rows}, indent=2))
+    elif rows:
+        _print_table(rows)
+    else:
+        click.echo("no products yet")
+
+
+COMMANDS = [audit_cmd, status_cmd]

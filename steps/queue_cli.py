@@ -1,0 +1,173 @@
+"""``raw2ready tiles | enqueue | worker | dead-letters``: the queue-driven commands (thin click wrappers).
+
+The logic lives in :mod:`steps.tiles` and :mod:`steps.queue`; ``steps.cli`` adds :data:`COMMANDS` to the
+``raw2ready`` group. Exit codes as everywhere: 2 bad arguments, 3 invalid input, 75 broker unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import date
+
+import click
+
+from steps.errors import InvalidInputError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+def _select_tiles(tiles: str | None, aoi: str | None, bbox: str | None = None) -> list[str]:
+    """Exactly one of --tiles/--aoi/--bbox → canonical tile ids."""
+    from steps.grid import normalize_tiles
+    from steps.tiles import aoi_tiles, parse_bbox, tiles_for_bbox
+
+    given = [n for n, v in (("--tiles", tiles), ("--aoi", aoi), ("--bbox", bbox)) if v]
+    if len(given) != 1:
+        raise UsageError("give exactly one of --tiles" + (", --aoi or --bbox" if bbox is not None else " or --aoi"))
+    if tiles:
+        try:
+            out = normalize_tiles(tiles)
+        except InvalidInputError as exc:
+            raise UsageError(str(exc)) from exc
+        if not out:
+            raise UsageError("no tiles given")
+        return out
+    if aoi:
+        return aoi_tiles(aoi)
+    assert bbox is not None
+    return tiles_for_bbox(parse_bbox(bbox))
+
+
+def _date(text: str, name: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"{name} {text!r}: expected YYYY-MM-DD") from exc
+
+
+@click.command("tiles")
+@click.option("--aoi", default=None, help="Named area: thailand (the committed tile list).")
+@click.option("--bbox", default=None, help="minlon,minlat,maxlon,maxlat in degrees (WGS84).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "geojson"]), default="text",
+              show_default=True, help="One id per line, a JSON list, or footprints as GeoJSON.")
+def tiles_cmd(aoi: str | None, bbox: str | None, fmt: str) -> None:
+    """List the Sentinel-2 MGRS tiles whose 109.8 km footprint intersects an area.
+
+    \b
+    raw2ready tiles --aoi thailand
+    raw2ready tiles --bbox 100.3,13.5,100.9,14.0 --format geojson
+    """
+    from steps.grid import footprint_polygon_lonlat, parse_tile
+
+    if bool(aoi) == bool(bbox):
+        raise UsageError("give exactly one of --aoi or --bbox")
+    ids = _select_tiles(None, aoi, bbox or "")
+    if fmt == "text":
+        click.echo("\n".join(ids))
+    elif fmt == "json":
+        click.echo(json.dumps(ids))
+    else:
+        feats = []
+        for tid in ids:
+            t = parse_tile(tid)
+            feats.append({"type": "Feature", "id": tid,
+                          "properties": {"tile": tid, "epsg": t.epsg, "bounds": list(t.bounds)},
+                          "geometry": {"type": "Polygon", "coordinates": [footprint_polygon_lonlat(t.epsg, t.bounds)]}})
+        click.echo(json.dumps({"type": "FeatureCollection", "features": feats}))
+    click.echo(f"{len(ids)} tile(s)", err=True)
+
+
+@click.command("enqueue")
+@click.option("--tiles", default=None, help="MGRS tiles, comma-separated (e.g. 47PPR,47PQR).")
+@click.option("--aoi", default=None, help="Named area instead of --tiles: thailand.")
+@click.option("--start", required=True, help="First date, YYYY-MM-DD (inclusive).")
+@click.option("--end", required=True, help="Last date, YYYY-MM-DD (inclusive).")
+@click.option("--source", default=None, help="STAC source of the orders (default RAW2READY_SOURCE).")
+@click.option("--out", default=None, help="Output root of the orders (default RAW2READY_OUT).")
+@click.option("--queue", default=None, help="Work-order queue (default RAW2READY_QUEUE_NAME).")
+@click.option("--dry-run", is_flag=True, help="Print the message bodies instead of publishing.")
+def enqueue_cmd(tiles: str | None, aoi: str | None, start: str, end: str, source: str | None, out: str | None,
+                queue: str | None, dry_run: bool) -> None:
+    """Publish one work order per tile × calendar month (persistent, publisher confirms).
+
+    Re-enqueuing the same orders creates no duplicate work: each message's id is the order's hash and the
+    worker skips orders it has already done.
+    """
+    from steps.orders import monthly_orders
+    from steps.settings import get_settings
+
+    s = get_settings()
+    ids = _select_tiles(tiles, aoi)
+    a, b = _date(start, "--start"), _date(end, "--end")
+    if b < a:
+        raise UsageError(f"--end {end} is before --start {start}")
+    source = source or s.source
+    out = out or s.out
+    if not source:
+        raise UsageError("--source is required (or set RAW2READY_SOURCE)")
+    if not out:
+        raise UsageError("--out is required (or set RAW2READY_OUT)")
+    orders = monthly_orders(ids, a, b, source, out)
+    if dry_run:
+        for o in orders:
+            click.echo(f"{o.message_id} {o.canonical().decode()}")
+        return
+    from steps.queue import publish_orders
+
+    res = publish_orders(orders, queue=queue, settings=s)
+    months = len({(o.start, o.end) for o in orders})
+    click.echo(f"enqueued {res.published} order(s) ({len(ids)} tile(s) × {months} month(s)) to "
+               f"{queue or s.queue_name} in {res.seconds:.2f}s ({res.rate:.0f} orders/s)")
+
+
+@click.command("worker")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Orders processed at once (also the prefetch limit).")
+@click.option("--max-orders", type=click.IntRange(1), default=None, help="Stop after this many orders.")
+@click.option("--idle-exit", type=click.FloatRange(0), default=None,
+              help="Stop after this many seconds without work.")
+@click.option("--grace", type=click.FloatRange(0), default=25.0, show_default=True,
+              help="On SIGTERM, seconds to let running orders finish before requeueing them.")
+@click.option("--max-retries", type=click.IntRange(0), default=None,
+              help="Retries of a transient failure before dead-lettering (default RAW2READY_RETRIES).")
+@click.option("--scene-workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Scenes of one order processed in parallel (process pool).")
+@click.option("--queue", default=None, help="Work-order queue (default RAW2READY_QUEUE_NAME).")
+def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None, grace: float,
+               max_retries: int | None, scene_workers: int, queue: str | None) -> None:
+    """Consume work orders and process them with the local runner (manual acks, prefetch = concurrency).
+
+    An order is acknowledged only after its products are published; transient failures are retried with
+    backoff then dead-lettered; invalid orders go straight to the dead-letter queue with the reason.
+    SIGTERM finishes running orders (up to --grace seconds) or requeues them.
+    """
+    from steps.queue import Worker
+
+    stats = Worker(queue=queue, concurrency=concurrency, max_orders=max_orders, idle_exit=idle_exit, grace=grace,
+                   max_retries=max_retries, scene_workers=scene_workers).run()
+    click.echo(f"orders: {stats.done} done, {stats.already_done} already done, {stats.retried} retried, "
+               f"{stats.dead} dead-lettered, {stats.requeued} requeued")
+
+
+@click.command("dead-letters")
+@click.option("--queue", default=None, help="Work-order queue (default RAW2READY_QUEUE_NAME).")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--redrive", is_flag=True, help="Move them back to the work queue (after fixing the cause).")
+def dead_letters_cmd(queue: str | None, limit: int, redrive: bool) -> None:
+    """List the dead-letter queue (id, exit code, reason) or re-drive it into the work queue."""
+    from steps.queue import peek_dead, redrive_dead
+
+    if redrive:
+        n = redrive_dead(queue=queue, limit=limit)
+        click.echo(f"re-drove {n} message(s)")
+        return
+    dead = peek_dead(queue=queue, limit=limit)
+    for d in dead:
+        click.echo(f"{d.message_id}\texit {d.exit_code}\tretries {d.retries}\t{d.reason}")
+    click.echo(f"{len(dead)} dead letter(s)", err=True)
+    sys.stdout.flush()
+
+
+COMMANDS: list[click.Command] = [tiles_cmd, enqueue_cmd, worker_cmd, dead_letters_cmd]

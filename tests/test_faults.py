@@ -1,0 +1,157 @@
+"""Never lose data: fault injection — lost catalog, deleted/corrupted assets, a flaky S3, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from r2r_faultproxy import FaultProxy
+
+from r2r_helpers import SMALL, make_bucket, run_cli, tree_bytes, upload_tree
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, copy_function=shutil.copy2)
+    return dst
+
+
+def test_deleted_catalog_is_rebuilt_byte_identical(processed: Path, tmp_path: Path) -> None:
+    out = _copy(processed, tmp_path / "out")
+    removed = [p for p in out.rglob("*") if p.name in ("catalog.json", "collection.json", "index.json")]
+    assert len(removed) >= 10
+    for p in removed:
+        p.unlink()
+    res = run_cli("catalog", "rebuild", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert tree_bytes(out) == tree_bytes(processed)
+
+
+def test_audit_names_a_deleted_and_a_corrupted_asset_and_a_rerun_restores_them(
+        processed: Path, demo_archive: Path, demo_range: tuple[list[str], str, str], tmp_path: Path) -> None:
+    out = _copy(processed, tmp_path / "out")
+    coll = out / "raw2ready-s2-vegetation"
+    deleted = sorted(coll.rglob("ndvi.tif"))[0]
+    corrupted = sorted(coll.rglob("lai.tif"))[-1]
+    deleted.unlink()
+    data = bytearray(corrupted.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupted.write_bytes(bytes(data))
+    tiles, start, end = demo_range
+    args = ["--source", str(demo_archive), "--out", str(out), "--tiles", ",".join(tiles), "--start", start, "--end", end]
+    res = run_cli("audit", *args, "--json", str(tmp_path / "audit.json"))
+    assert res.returncode == 4, res.stdout + res.stderr
+    report = json.loads((tmp_path / "audit.json").read_text())
+    bad = {s["scene_id"]: s for s in report["scenes"] if s["state"] != "ok" and s["state"] != "skipped"}
+    assert set(bad) == {deleted.parent.name, corrupted.parent.name}
+    assert any("ndvi missing" in p for p in bad[deleted.parent.name]["problems"])
+    assert any("lai checksum mismatch" in p for p in bad[corrupted.parent.name]["problems"])
+    assert report["counts"]["corrupt"] == 2 and not report["complete"]
+
+    # re-drive without a broker: quarantine (nothing is deleted) and run the range again
+    from steps.audit import AuditReport, SceneAudit, requeue_plan
+    from steps.storage import open_storage
+
+    rep = AuditReport([SceneAudit(**s) for s in report["scenes"]], report["orphans"])
+    orders = requeue_plan(open_storage(out), rep, str(demo_archive), str(out))
+    assert sorted({o.tiles for o in orders}) == sorted({deleted.parent.name.split("_")[1],
+                                                       corrupted.parent.name.split("_")[1]})
+    assert (out / "quarantine" / corrupted.parent.name / "lai.tif").exists()
+    for o in orders:
+        r = run_cli("-q", "run", "--source", o.source, "--tiles", o.tiles, "--start", o.start.isoformat(),
+                    "--end", o.end.isoformat(), "--out", o.out)
+        assert r.returncode == 0, r.stderr
+    res2 = run_cli("audit", *args)
+    assert res2.returncode == 0, res2.stdout
+    visible = {k: v for k, v in tree_bytes(out).items() if not k.startswith("quarantine/")}
+    assert visible == tree_bytes(processed)
+
+
+@pytest.mark.s3
+def test_flaky_s3_with_503s_and_dropped_connections_loses_nothing(
+        s3_env: dict[str, str], s3_server: str, demo_archive: Path, demo_range: tuple[list[str], str, str],
+        processed: Path) -> None:
+    make_bucket("flaky-src")
+    make_bucket("flaky-out")
+    upload_tree(demo_archive.parent, "flaky-src", "archive")
+    tiles, start, end = demo_range
+    with FaultProxy(s3_server, fault_requests=150, every_503=4, every_drop=9) as proxy:
+        env = {**s3_env, "RAW2READY_S3_ENDPOINT_URL": proxy.url, "RAW2READY_RETRIES": "6"}
+        res = run_cli("-q", "run", "--source", "s3://flaky-src/archive/catalog.json", "--tiles", ",".join(tiles),
+                      "--start", start, "--end", end, "--out", "s3://flaky-out/p", "--workers", "2", env=env)
+        assert proxy.injected_503 >= 20 and proxy.injected_drop >= 10, (proxy.injected_503, proxy.injected_drop)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    from steps.storage import open_storage
+
+    st = open_storage("s3://flaky-out/p")
+    got = {}
+    for key in st.list("raw2ready-s2-vegetation"):
+        if key.endswith(".json") and key.count("/") == 5 and not key.endswith("skipped.json"):
+            item = json.loads(st.read_bytes(key))
+            got[item["id"]] = {k: a["file:checksum"] for k, a in item["assets"].items()}
+    want = {}
+    for p in (processed / "raw2ready-s2-vegetation").rglob("S2*T*.json"):
+        if not p.name.endswith("skipped.json"):
+            item = json.loads(p.read_text())
+            want[item["id"]] = {k: a["file:checksum"] for k, a in item["assets"].items()}
+    assert got == want
+
+
+def _edit_json(path: Path, fn) -> None:  # type: ignore[no-untyped-def]
+    obj = json.loads(path.read_text())
+    fn(obj)
+    path.write_text(json.dumps(obj))
+
+
+def test_bad_inputs_give_exit_3_or_skipped_and_the_rest_completes(tmp_path: Path) -> None:
+    from steps.synth import SceneSpec, synthesize_archive
+
+    def spec(day: int, **kw: object) -> SceneSpec:
+        return SceneSpec(tile="47PPR", datetime=datetime(2024, 2, day, 3, 47, 20, tzinfo=UTC), **kw)  # type: ignore[arg-type]
+
+    specs = [spec(1), spec(2), spec(3), spec(4), spec(5), spec(6, cloud_cover=1.0), spec(7), spec(8)]
+    root = synthesize_archive(tmp_path / "archive", specs, size=SMALL, seed=3)
+    l2a = root.parent / "sentinel-2-c1-l2a"
+    items = {d.name[: len("S2A_47PPR_20240201")]: d for d in sorted(l2a.iterdir()) if d.is_dir()}
+    keys = sorted(items)
+    # 1: a truncated COG band
+    band = items[keys[0]] / "B04.tif"
+    band.write_bytes(band.read_bytes()[: band.stat().st_size // 3])
+    # 2: a missing asset
+    _edit_json(items[keys[1]] / f"{items[keys[1]].name}.json", lambda o: o["assets"].pop("nir"))
+    # 3: an item whose CRS does not match its tile
+    _edit_json(items[keys[2]] / f"{items[keys[2]].name}.json",
+               lambda o: o["properties"].update({"proj:code": "EPSG:32648"}))
+    # 4: malformed granule metadata
+    (items[keys[3]] / "granule_metadata.xml").write_text("<Level-2A_Tile_ID><General_Info>")
+    # 5: all no data (every band and SCL zero)
+    import numpy as np
+    import rasterio
+
+    for tif in items[keys[4]].glob("*.tif"):
+        with rasterio.open(tif) as src:
+            profile = src.profile
+        profile.update(driver="GTiff")
+        with rasterio.open(tif, "w", **profile) as dst:
+            dst.write(np.zeros((profile["height"], profile["width"]), dtype=profile["dtype"]), 1)
+    # 6: fully clouded (cloud_cover=1.0); 7, 8: healthy
+    out = tmp_path / "out"
+    res = run_cli("run", "--source", str(root), "--tiles", "47PPR", "--start", "2024-02-01", "--end", "2024-02-29",
+                  "--out", str(out))
+    assert res.returncode == 3, res.stdout + res.stderr[-2000:]
+    assert "2 done, 2 skipped, 0 already complete, 4 failed" in res.stdout
+    failed_lines = [ln for ln in res.stdout.splitlines() if "FAILED" in ln]
+    assert len(failed_lines) == 4 and all("(exit 3)" in ln for ln in failed_lines)
+    text = res.stdout
+    assert "unreadable" in text or "B04" in text
+    assert "no asset 'nir'" in text
+    assert "does not match tile" in text
+    assert "granule" in text.lower() or "metadata" in text.lower()
+    assert "retry" not in res.stderr.lower()  # invalid input is never retried
+    reasons = sorted(json.loads(p.read_text())["reason"] for p in out.rglob("*.skipped.json"))
+    assert reasons == ["fully clouded: no clear pixel", "no valid pixels (outside the swath)"]
+    assert len(list((out / "failures").glob("*.json"))) == 4
+    status = run_cli("status", "--out", str(out), "--json")
+    assert json.loads(status.stdout)["total"] == {"done": 2, "skipped": 2, "failed": 4, "missing": 0}
