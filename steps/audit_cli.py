@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -19,7 +20,7 @@ def _print_table(rows: list[tuple[str, dict[str, int]]]) -> None:
         click.echo(f"{label:<10} " + " ".join(f"{counts[c]:>9}" for c in cols))
 
 
-def _scenes(source: str | None, tiles: str | None, start: str | None, end: str | None) -> list:  # type: ignore[type-arg]
+def _scenes(source: str | None, tiles: str | None, start: str | None, end: str | None) -> list[Any]:
     from steps.grid import normalize_tiles
     from steps.source import find_scenes
 
@@ -93,7 +94,7 @@ def status_cmd(out: str, source: str | None, tiles: str | None, start: str | Non
     scenes = _scenes(source, tiles, start, end) if source else None
     rows = status_rows(open_storage(out), scenes)
     if as_json:
-        click.echo(json.dumps({label: counts for label, counts in rows}, indent=2))
+        click.echo(json.dumps(dict(rows), indent=2))
     elif rows:
         _print_table(rows)
     else:

@@ -18,6 +18,11 @@ from steps.errors import InvalidInputError, UsageError
 log = logging.getLogger(__name__)
 
 
+def _quiet_pika() -> None:
+    """pika logs every connection step at INFO; keep the worker's own progress readable."""
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
 def _select_tiles(tiles: str | None, aoi: str | None, bbox: str | None = None) -> list[str]:
     """Exactly one of --tiles/--aoi/--bbox → canonical tile ids."""
     from steps.grid import normalize_tiles
@@ -116,6 +121,8 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, start: str, end: str, source
         return
     from steps.queue import publish_orders
 
+    _quiet_pika()
+
     res = publish_orders(orders, queue=queue, settings=s)
     months = len({(o.start, o.end) for o in orders})
     click.echo(f"enqueued {res.published} order(s) ({len(ids)} tile(s) × {months} month(s)) to "
@@ -145,6 +152,8 @@ def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None
     """
     from steps.queue import Worker
 
+    _quiet_pika()
+
     stats = Worker(queue=queue, concurrency=concurrency, max_orders=max_orders, idle_exit=idle_exit, grace=grace,
                    max_retries=max_retries, scene_workers=scene_workers).run()
     click.echo(f"orders: {stats.done} done, {stats.already_done} already done, {stats.retried} retried, "
@@ -158,6 +167,8 @@ def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None
 def dead_letters_cmd(queue: str | None, limit: int, redrive: bool) -> None:
     """List the dead-letter queue (id, exit code, reason) or re-drive it into the work queue."""
     from steps.queue import peek_dead, redrive_dead
+
+    _quiet_pika()
 
     if redrive:
         n = redrive_dead(queue=queue, limit=limit)

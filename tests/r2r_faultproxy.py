@@ -8,6 +8,7 @@ deterministic (by request number) and the window closes after ``fault_requests``
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -53,10 +54,8 @@ class FaultProxy:
                     with proxy.lock:
                         proxy.injected_drop += 1
                     self.close_connection = True
-                    try:
+                    with contextlib.suppress(OSError):
                         self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
                     return
                 if fault == "503":
                     with proxy.lock:
@@ -83,7 +82,7 @@ class FaultProxy:
                     self.wfile.write(data)
                 conn.close()
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle  # noqa: N815 (http.server's names)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -40,7 +40,8 @@ def test_audit_names_a_deleted_and_a_corrupted_asset_and_a_rerun_restores_them(
     data[len(data) // 2] ^= 0xFF
     corrupted.write_bytes(bytes(data))
     tiles, start, end = demo_range
-    args = ["--source", str(demo_archive), "--out", str(out), "--tiles", ",".join(tiles), "--start", start, "--end", end]
+    args = ["--source", str(demo_archive), "--out", str(out), "--tiles", ",".join(tiles),
+            "--start", start, "--end", end]
     res = run_cli("audit", *args, "--json", str(tmp_path / "audit.json"))
     assert res.returncode == 4, res.stdout + res.stderr
     report = json.loads((tmp_path / "audit.json").read_text())
