@@ -20,11 +20,11 @@ The worker (:class:`Worker`) consumes with manual acknowledgement and ``prefetch
 runs in a thread (``find_scenes`` + ``run_scenes``); the connection stays in the main thread, which keeps
 heartbeats flowing and receives the thread's outcome through ``add_callback_threadsafe``. Outcomes:
 
-| outcome | action |
-|---|---|
-| all scenes done/skipped/complete | write the done record, then ack |
-| transient (``TransientError``, a scene failed with exit 75) | republish to ``Q.retry`` with backoff, ack; after ``max_retries`` → dead letter (exit 75) |
-| invalid (malformed JSON, unknown tile, end before start, bad input: exit 3), bad usage (2), unexpected (1) | publish to ``Q.dlx`` with headers ``x-raw2ready-reason`` and ``x-raw2ready-exit-code``, then ack |
+* all scenes done/skipped/complete → write the done record, then ack;
+* transient (``TransientError``, or a scene failed with exit 75) → republish to ``Q.retry`` with backoff
+  and ack; after ``max_retries`` retries → dead letter (exit 75);
+* invalid (malformed JSON, unknown tile, end before start, bad input: exit 3), bad usage (2) or unexpected
+  (1) → publish to ``Q.dlx`` with headers ``x-raw2ready-reason`` and ``x-raw2ready-exit-code``, then ack.
 
 Publish-then-ack means a crash in between leaves a duplicate, never a loss; duplicates are deduplicated.
 """

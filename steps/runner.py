@@ -47,6 +47,7 @@ class SceneResult:
     exit_code: int = 0
     step: str = ""
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # task name -> wall seconds
 
 
 @dataclass
@@ -102,6 +103,7 @@ def run_scene(scene: SceneRef, out: str, settings: Settings | None = None) -> Sc
     s = settings or get_settings()
     t0 = time.monotonic()
     outputs: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
     params = {"out": out}
     current = ""
     try:
@@ -112,10 +114,12 @@ def run_scene(scene: SceneRef, out: str, settings: Settings | None = None) -> Sc
             step = STEPS[task.step]
             kwargs = {name: resolve_arg(ref, scene, params, outputs) for name, ref in task.args.items()}
             inputs = step.Inputs(**kwargs)
+            t_step = time.monotonic()
             result = call_with_retries(partial(step.run, inputs, s), f"{scene.scene_id} {task.name}", s)
+            timings[task.name] = time.monotonic() - t_step
             outputs[task.name] = result.model_dump()
         status = "skipped" if outputs.get("mask", {}).get("status") == "skipped" else "done"
-        return SceneResult(scene.scene_id, status, time.monotonic() - t0, outputs=outputs)
+        return SceneResult(scene.scene_id, status, time.monotonic() - t0, outputs=outputs, timings=timings)
     except Exception as exc:
         code = exit_code_for(exc)
         if not isinstance(exc, Raw2ReadyError):

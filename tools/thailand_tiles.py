@@ -63,7 +63,7 @@ def read_dbf(data: bytes) -> list[dict[str, str]]:
 
 def read_shp_polygons(data: bytes) -> list[list[list[tuple[float, float]]]]:
     """Every record of a polygon shapefile as a list of rings (each a list of (lon, lat))."""
-    shapes = []
+    shapes: list[list[list[tuple[float, float]]]] = []
     pos = 100
     while pos < len(data):
         _num, words = struct.unpack(">ii", data[pos:pos + 8])
@@ -193,10 +193,13 @@ def main() -> None:
         if projected.intersects(box(*t.bounds)):
             full_set.append(tid)
     n_vertices = sum(len(r) for p in gj["coordinates"] for r in p)
-    print(f"Natural Earth {version}: {len(simple.geoms)} polygons, {n_vertices} vertices after simplification")
-    print(f"{len(tiles)} tiles; zones {sorted({t[:2] for t in tiles})}")
-    print("only with the full polygon:", sorted(set(full_set) - set(tiles)))
-    print("only with the simplified polygon:", sorted(set(tiles) - set(full_set)))
+    report = [
+        f"Natural Earth {version}: {len(simple.geoms)} polygons, {n_vertices} vertices after simplification",
+        f"{len(tiles)} tiles; zones {sorted({t[:2] for t in tiles})}",
+        f"only with the full polygon: {sorted(set(full_set) - set(tiles))}",
+        f"only with the simplified polygon: {sorted(set(tiles) - set(full_set))}",
+    ]
+    sys.stdout.write("\n".join(report) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import yaml
 
 from steps.edr.index import CatalogIndex
 from steps.edr.provider import COLLECTIONS, DEFAULT_PIXEL_BUDGET, DEFAULT_READ_WORKERS, RADIUS_UNITS
-from steps.products import BY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +62,13 @@ def build_config(opts: ServeOptions, index: CatalogIndex) -> dict[str, Any]:
     """The pygeoapi configuration (a dict ready for YAML) publishing the ``ndvi`` and ``lai`` collections."""
     bbox, _first, _last = index.extent()
     resources: dict[str, Any] = {}
-    for cid, keys in COLLECTIONS.items():
+    for cid in COLLECTIONS:
         title, description = _TITLES[cid]
         resources[cid] = {
             "type": "collection",
             "title": title,
             "description": description,
             "keywords": ["sentinel-2", cid, "vegetation", "analysis-ready", "raw2ready"],
-            "links": [{
-                "type": "application/json", "rel": "related", "title": "STAC catalog of the products",
-                "href": f"{opts.catalog.rstrip('/')}/catalog.json" if "://" in opts.catalog
-                else "https://github.com/raw2ready/raw2ready#products",
-            }],
             "extents": {"spatial": {"bbox": [round(v, 7) for v in bbox],
                                     "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}},
             "providers": [{
@@ -82,9 +76,7 @@ def build_config(opts: ServeOptions, index: CatalogIndex) -> dict[str, Any]:
                 "name": PROVIDER_NAME,
                 "data": opts.catalog,
                 "options": {"collection": cid, "pixel_budget": int(opts.pixel_budget),
-                            "read_workers": int(opts.read_workers),
-                            "parameters": ",".join(keys),
-                            "units": ",".join(BY_KEY[k].unit or "1" for k in keys)},
+                            "read_workers": int(opts.read_workers)},
                 "format": {"name": "CoverageJSON", "mimetype": "application/vnd.cov+json"},
             }],
         }
@@ -127,14 +119,14 @@ def write_config(opts: ServeOptions, index: CatalogIndex, out_dir: Path) -> tupl
     The OpenAPI document is produced by pygeoapi itself from the written configuration (it loads the
     provider, so the catalog must be readable).
     """
-    from pygeoapi.openapi import OAPIFormat, generate_openapi_document
+    from pygeoapi.openapi import generate_openapi_document
 
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = out_dir / CONFIG_NAME
     oas_path = out_dir / OPENAPI_NAME
     cfg = build_config(opts, index)
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    doc = generate_openapi_document(cfg_path, OAPIFormat("yaml"))
+    doc = generate_openapi_document(cfg_path, "yaml")  # type: ignore[arg-type]  # compared as a str
     oas_path.write_text(doc, encoding="utf-8")
     log.info("wrote %s and %s", cfg_path, oas_path)
     return cfg_path, oas_path
@@ -161,4 +153,4 @@ def example_urls(opts: ServeOptions, index: CatalogIndex) -> list[str]:
         f"&datetime={day}",
         f"{base}/collections/ndvi/radius?coords=POINT({lon} {lat})&within=50&within-units=m&datetime={day}",
     ]
-    return [u.replace("POINT(", "POINT(").replace(" ", "%20") for u in out]
+    return [u.replace(" ", "%20") for u in out]

@@ -81,7 +81,7 @@ _UNITS: dict[str, tuple[str, str]] = {  # product key -> (UCUM symbol, label)
     "lai_flags": ("1", "bit flags"),
     "cloud_mask": ("1", "class code"),
 }
-_DISTANCE_UNITS = {"m": 1.0, "km": 1000.0, "mi": 1609.344}
+RADIUS_UNITS = {"m": 1.0, "km": 1000.0, "mi": 1609.344}
 _MAX_WKT = 100_000
 
 
@@ -254,9 +254,9 @@ def parse_radius(within: Any, units: Any) -> float:
     except ValueError:
         raise _bad(f"within must be a number, not {str(within)[:40]!r}") from None
     u = str(units or "").strip().lower()
-    if u not in _DISTANCE_UNITS:
-        raise _bad(f"within-units must be one of {', '.join(_DISTANCE_UNITS)}")
-    metres = value * _DISTANCE_UNITS[u]
+    if u not in RADIUS_UNITS:
+        raise _bad(f"within-units must be one of {', '.join(RADIUS_UNITS)}")
+    metres = value * RADIUS_UNITS[u]
     if not math.isfinite(metres) or metres <= 0:
         raise _bad("within must be a positive finite distance")
     if metres > 200_000:

@@ -1,0 +1,139 @@
+"""The WSGI application ``raw2ready serve`` runs under gunicorn: pygeoapi's Flask app plus EDR fix-ups.
+
+``PYGEOAPI_CONFIG`` and ``PYGEOAPI_OPENAPI`` must point at the files written by :mod:`steps.edr.config`
+before this module is imported (``raw2ready serve`` sets them). gunicorn target: ``steps.edr.app:application``.
+
+The wrapper rewrites only the JSON collection documents (``/collections`` and ``/collections/<id>``) of
+the raw2ready EDR collections, so that they are valid OGC API-EDR collection descriptions:
+
+* ``extent.temporal`` (interval, values, trs) and ``extent.spatial.bbox`` come from the *live* catalog
+  index, so new acquisitions appear without regenerating the configuration;
+* ``parameter_names``: the i18n objects pygeoapi's HTML templates need (``{"en": …}``) become the plain
+  strings the EDR collection schema requires (``label``, ``description``, ``unit.label``);
+* ``storageCrs`` (an OGC API-Features Part 2 member that pygeoapi adds to every EDR collection) is dropped:
+  the EDR collection schema does not define it and strict EDR clients reject unknown members.
+
+Everything else (queries, HTML, OpenAPI) passes through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from steps.catalog import format_datetime
+from steps.edr.config import PROVIDER_NAME
+from steps.edr.index import load_index
+
+log = logging.getLogger(__name__)
+
+_COLLECTION_PATH = re.compile(r"^/collections(?:/([^/]+))?/?$")
+TRS = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _text(v: Any) -> Any:
+    if isinstance(v, dict):
+        return v.get("en") or next(iter(v.values()), None)
+    return v
+
+
+def _fix_parameter(p: dict[str, Any]) -> dict[str, Any]:
+    p = dict(p)
+    for k in ("label", "description"):
+        if k in p:
+            p[k] = _text(p[k])
+    op = dict(p.get("observedProperty") or {})
+    for k in ("label", "description"):
+        if k in op:
+            op[k] = _text(op[k])
+    p["observedProperty"] = op
+    if isinstance(p.get("unit"), dict) and "label" in p["unit"]:
+        p["unit"] = {**p["unit"], "label": _text(p["unit"]["label"])}
+    return p
+
+
+class EDRDocumentFixups:
+    """WSGI middleware completing pygeoapi's EDR collection documents from the live catalog index."""
+
+    def __init__(self, app: WSGIApp, catalogs: dict[str, str]) -> None:
+        self.app = app
+        self.catalogs = catalogs  # collection id -> catalog root URI
+
+    def fix_collection(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Complete one collection document in place (no-op for collections not served by raw2ready)."""
+        catalog = self.catalogs.get(str(doc.get("id")))
+        if catalog is None:
+            return doc
+        doc.pop("storageCrs", None)
+        if isinstance(doc.get("parameter_names"), dict):
+            doc["parameter_names"] = {k: _fix_parameter(v) for k, v in doc["parameter_names"].items()}
+        try:
+            index, _ = load_index(catalog)
+        except Exception:  # the document is still useful without live extents
+            log.warning("catalog index of %s unavailable for the collection document", catalog, exc_info=True)
+            return doc
+        bbox, first, last = index.extent()
+        extent = doc.setdefault("extent", {})
+        extent.setdefault("spatial", {})["bbox"] = [bbox]
+        extent["spatial"].setdefault("crs", "http://www.opengis.net/def/crs/OGC/1.3/CRS84")
+        if first is not None and last is not None:
+            a, b = format_datetime(first), format_datetime(last)
+            extent["temporal"] = {"interval": [[a, b]], "values": [f"{a}/{b}"], "trs": TRS}
+        return doc
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Pass requests through; buffer and rewrite JSON collection documents."""
+        m = _COLLECTION_PATH.match(environ.get("PATH_INFO", ""))
+        if environ.get("REQUEST_METHOD") != "GET" or m is None:
+            return self.app(environ, start_response)
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+            captured["status"], captured["headers"], captured["exc_info"] = status, headers, exc_info
+            return lambda _data: None
+
+        result = self.app(environ, capture)
+        try:
+            body = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        headers = captured["headers"]
+        ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
+        if captured["status"].startswith("200") and "json" in ctype and "ld+json" not in ctype:
+            try:
+                doc = json.loads(body)
+                if m.group(1) is None and isinstance(doc.get("collections"), list):
+                    doc["collections"] = [self.fix_collection(c) for c in doc["collections"]]
+                elif m.group(1) is not None:
+                    doc = self.fix_collection(doc)
+                body = json.dumps(doc).encode()
+            except (ValueError, AttributeError, TypeError):
+                log.warning("could not complete the collection document at %s", environ.get("PATH_INFO"))
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        start_response(captured["status"], headers, captured["exc_info"])
+        return [body]
+
+
+def create_app() -> WSGIApp:
+    """pygeoapi's Flask app (configured from ``PYGEOAPI_CONFIG``/``PYGEOAPI_OPENAPI``) with the fix-ups."""
+    from pygeoapi.flask_app import APP, CONFIG
+
+    catalogs = {}
+    for cid, res in (CONFIG.get("resources") or {}).items():
+        for prov in res.get("providers") or []:
+            if prov.get("name") == PROVIDER_NAME:
+                catalogs[cid] = str(prov["data"])
+    return EDRDocumentFixups(APP.wsgi_app, catalogs)
+
+
+application: WSGIApp = create_app() if os.environ.get("PYGEOAPI_CONFIG") else None  # type: ignore[assignment]
