@@ -142,7 +142,8 @@ def main() -> None:
     med = {k: statistics.median(v["times"]) for k, v in stats.items()}
     print()
     print(
-        f"60 m tile {args.size}x{args.size} ({args.scene} scene), valid {valid.mean():.1%}, s2cloudless cloud {ref[valid].mean():.1%}"
+        f"60 m tile {args.size}x{args.size} ({args.scene} scene), valid {valid.mean():.1%}, "
+        f"s2cloudless cloud {ref[valid].mean():.1%}"
     )
     print()
     print("| path | median s (runs) | peak RSS MB | agreement (valid px) | evaluated | speed-up |")

@@ -227,6 +227,7 @@ class WorkerStats:
     """Counters of one worker run."""
 
     received: int = 0
+    redelivered: int = 0
     done: int = 0
     already_done: int = 0
     retried: int = 0
@@ -384,6 +385,7 @@ class Worker:
             ch.basic_ack(tag)
             self.stats.already_done += 1
             return
+        self.stats.redelivered += bool(method.redelivered)
         retries = int((props.headers or {}).get(HDR_RETRIES, 0) or 0)
         log.info("received order %s%s%s", key, f" (retry {retries})" if retries else "",
                  " (redelivered)" if method.redelivered else "")
@@ -394,7 +396,11 @@ class Worker:
 
         def work() -> None:
             outcome = self._process(body)
-            conn.add_callback_threadsafe(lambda: self._settle(d, outcome))
+            try:
+                conn.add_callback_threadsafe(lambda: self._settle(d, outcome))
+            except pika.exceptions.AMQPError:  # the worker stopped and requeued this order meanwhile
+                log.warning("order %s finished (%s) after the worker stopped; it was requeued and will be "
+                            "deduplicated", key, outcome.action)
 
         d.thread = threading.Thread(target=work, name=f"order-{key[:11]}", daemon=True)
         d.thread.start()

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from steps.errors import InvalidInputError
 from steps.raster import Grid, read_band
 from steps.science.radiometry import dn_to_reflectance
+from steps.source import SceneRef
 from steps.storage import read_uri
 
 
@@ -51,20 +52,11 @@ class AngleGrids(BaseModel):
         return np.array(getattr(self, name), dtype=np.float64)
 
 
-class Scene(BaseModel):
-    """Everything later steps need about one scene."""
+class Scene(SceneRef):
+    """Everything later steps need about one scene: its :class:`SceneRef` plus what ingest resolved."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
-    scene_id: str
-    tile: str
-    datetime: str
-    platform: str
-    processing_baseline: str
-    l2a_id: str
-    l2a_href: str
-    l1c_id: str = ""
-    l1c_href: str = ""
     epsg: int
     ulx: float
     uly: float

@@ -114,3 +114,50 @@ def physical(raw: int, nodata: float | None, scale: float, offset: float) -> flo
     if nodata is not None and raw == nodata:
         return None
     return raw * scale + offset
+
+
+def edr_openapi_subset(doc: dict[str, Any], base: str, examples: dict[str, list[str]]) -> dict[str, Any]:
+    """The EDR query operations of pygeoapi's generated OpenAPI document, made self-contained for fuzzing.
+
+    pygeoapi's document ``$ref``s parameter definitions on schemas.opengis.net, which a loopback-only test
+    cannot fetch; here they are replaced by equivalent inline query parameters (``coords``, ``datetime``,
+    ``parameter-name``, ``z``, ``crs``, and ``within``/``within-units`` for radius). Each string parameter
+    is "a known-good example or any string", so the fuzzer reaches the provider with valid and invalid
+    values alike. Response schemas are dropped: the check is "no 5xx", not the response shape.
+    """
+
+    def param(name: str, required: bool = False) -> dict[str, Any]:
+        good = examples.get(name, [])
+        schema: dict[str, Any] = {"type": "string"}
+        if good:
+            schema = {"anyOf": [{"type": "string", "enum": good}, {"type": "string"}]}
+        return {"name": name, "in": "query", "required": required, "schema": schema}
+
+    paths: dict[str, Any] = {}
+    for path, item in doc["paths"].items():
+        qt = path.rsplit("/", 1)[-1]
+        if not path.startswith("/collections/") or qt not in ("position", "radius", "area", "cube"):
+            continue
+        op = dict(item["get"])
+        params: list[dict[str, Any]] = []
+        for p in op["parameters"]:
+            ref = p.get("$ref", "")
+            if ref.endswith("Coords.yaml"):
+                params.append(param("coords", required=True))
+            elif ref.endswith("#/components/parameters/datetime"):
+                params.append(param("datetime"))
+            elif ref.endswith("parameter-name.yaml"):
+                params.append(param("parameter-name"))
+            elif ref.endswith("z.yaml"):
+                params.append(param("z"))
+            elif ref.endswith("/crs"):
+                params.append(param("crs"))
+            elif "$ref" not in p:
+                params.append(p)  # inline already: bbox (cube), f
+        if qt == "radius":
+            params += [param("within", required=True), param("within-units", required=True)]
+        op["parameters"] = params
+        op["responses"] = {"default": {"description": "any response"}}
+        paths[path] = {"get": op}
+    return {"openapi": "3.0.2", "info": {"title": "raw2ready EDR (fuzz subset)", "version": "1"},
+            "servers": [{"url": base}], "paths": paths}

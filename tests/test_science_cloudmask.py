@@ -346,3 +346,35 @@ def test_build_cloud_mask_on_synth_scene_covers_truth_clouds(model):
     assert (codes != 0).sum() >= (scl_only != 0).sum()  # adding s2cloudless/B10 only removes clear pixels
     ten = cm.mask_20m_to_10m(codes)
     assert ten.shape == (2 * n20, 2 * n20)
+
+
+def test_fast_mask_same_with_own_evaluator_and_lightgbm(model):
+    toa, valid = make_toa_scene((96, 96), seed=4, cloud_sigma=4.0)
+    params = cm.params_for_resolution(160)
+    a = cm.cloud_mask_fast(model, toa, valid, params, engine="numpy")
+    b = cm.cloud_mask_fast(model, toa, valid, params, engine="lightgbm")
+    assert np.array_equal(a.mask, b.mask)
+    assert a.n_evaluated == b.n_evaluated
+    ev = np.isfinite(b.probability)
+    assert np.abs(a.probability[ev] - b.probability[ev]).max() < 1e-6
+
+
+def test_growing_refinement_reproduces_s2cloudless_mask(model, s2c):
+    import dataclasses
+
+    params = dataclasses.replace(cm.params_for_resolution(60), band_growth=2.0, margin_decay=0.5, max_rounds=6)
+    toa, valid = make_toa_scene((240, 240), seed=12, cloud_sigma=6.0, cloud_cover=0.3)
+    _, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
+    res = cm.cloud_mask_fast(model, toa, valid, params)
+    assert (res.mask == ref_mask)[valid].mean() >= 0.9995
+
+
+@pytest.mark.slow
+def test_full_60m_tile_fast_mask_agrees_with_s2cloudless(model, s2c):
+    toa, valid, _ = _synth_scene_60m(10980, seed=3)
+    assert toa.shape == (1830, 1830, 10)
+    params = cm.params_for_resolution(60)
+    _, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
+    res = cm.cloud_mask_fast(model, toa, valid, params)
+    assert (res.mask == ref_mask)[valid].mean() >= 0.995
+    assert res.evaluated_fraction < 0.3

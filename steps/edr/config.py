@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PROVIDER_NAME = "steps.edr.provider.Raw2ReadyEDRProvider"
 CONFIG_NAME = "pygeoapi-config.yml"
 OPENAPI_NAME = "pygeoapi-openapi.yml"
+_TERMS = "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice"
 
 _TITLES = {
     "ndvi": ("Sentinel-2 NDVI (raw2ready)",
@@ -90,7 +91,7 @@ def build_config(opts: ServeOptions, index: CatalogIndex) -> dict[str, Any]:
             "pretty_print": False,
             "limits": {"default_items": 10, "max_items": 1000},
             "map": {"url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
-                    "attribution": "&copy; <a href=\"https://openstreetmap.org/copyright\">OpenStreetMap contributors</a>"},
+                    "attribution": "&copy; OpenStreetMap contributors"},
         },
         "logging": {"level": opts.log_level.upper()},
         "metadata": {
@@ -100,11 +101,10 @@ def build_config(opts: ServeOptions, index: CatalogIndex) -> dict[str, Any]:
                                f"products ({len(index.items)} scenes). Radius units: {', '.join(RADIUS_UNITS)}.",
                 "keywords": ["sentinel-2", "ndvi", "lai", "edr"],
                 "keywords_type": "theme",
-                "terms_of_service": "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice",
+                "terms_of_service": _TERMS,
                 "url": "https://github.com/raw2ready/raw2ready",
             },
-            "license": {"name": "Copernicus Sentinel data terms; products Apache-2.0",
-                        "url": "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice"},
+            "license": {"name": "Copernicus Sentinel data terms; products Apache-2.0", "url": _TERMS},
             "provider": {"name": "raw2ready", "url": "https://github.com/raw2ready/raw2ready"},
             "contact": {"name": "raw2ready maintainers", "url": "https://github.com/raw2ready/raw2ready",
                         "role": "pointOfContact"},
@@ -126,7 +126,7 @@ def write_config(opts: ServeOptions, index: CatalogIndex, out_dir: Path) -> tupl
     oas_path = out_dir / OPENAPI_NAME
     cfg = build_config(opts, index)
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    doc = generate_openapi_document(cfg_path, "yaml")  # type: ignore[arg-type]  # compared as a str
+    doc = generate_openapi_document(cfg_path, "yaml")  # pygeoapi compares the format with a str
     oas_path.write_text(doc, encoding="utf-8")
     log.info("wrote %s and %s", cfg_path, oas_path)
     return cfg_path, oas_path

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,13 +46,13 @@ class RasterGrid:
     @property
     def centre(self) -> tuple[float, float]:
         """Grid centre (x, y) in the grid's CRS."""
-        return self.transform * (self.width / 2.0, self.height / 2.0)
+        return self.transform @ (self.width / 2.0, self.height / 2.0)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(minx, miny, maxx, maxy) in the grid's CRS."""
-        x0, y0 = self.transform * (0, 0)
-        x1, y1 = self.transform * (self.width, self.height)
+        x0, y0 = self.transform @ (0, 0)
+        x1, y1 = self.transform @ (self.width, self.height)
         return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
@@ -116,9 +116,10 @@ class CatalogIndex:
         return cls(items)
 
     def select(self, start: datetime | None, end: datetime | None,
-               lonlat_bounds: tuple[float, float, float, float], asset: str, margin_deg: float = 1e-3) -> list[int]:
+               lonlat_bounds: tuple[float, float, float, float], assets: list[str],
+               margin_deg: float = 1e-3) -> list[int]:
         """Indices of items in ``[start, end)`` whose bbox (grown by ``margin_deg``) meets ``lonlat_bounds``
-        and that have ``asset``; in (datetime, tile) order."""
+        and that have at least one of ``assets``; in (datetime, tile) order."""
         if not self.items:
             return []
         ok = np.ones(len(self.items), dtype=bool)
@@ -130,7 +131,7 @@ class CatalogIndex:
         b = self.bboxes
         ok &= (b[:, 0] - margin_deg <= e) & (b[:, 2] + margin_deg >= w)
         ok &= (b[:, 1] - margin_deg <= n) & (b[:, 3] + margin_deg >= s)
-        return [int(i) for i in np.flatnonzero(ok) if asset in self.items[int(i)].assets]
+        return [int(i) for i in np.flatnonzero(ok) if any(a in self.items[int(i)].assets for a in assets)]
 
     def extent(self) -> tuple[list[float], datetime | None, datetime | None]:
         """WGS84 bbox of all items and first/last acquisition time (for the collection metadata)."""
@@ -156,7 +157,7 @@ _LOCK = threading.Lock()
 def _stamp(storage: LocalStorage | S3Storage) -> Any:
     """A value that changes whenever the index object changes (mtime+size locally, ETag in S3)."""
     if isinstance(storage, LocalStorage):
-        st = os.stat(storage.url(INDEX_KEY))
+        st = Path(storage.url(INDEX_KEY)).stat()
         return st.st_mtime_ns, st.st_size, st.st_ino
     resp = storage.client.head_object(Bucket=storage.bucket, Key=storage._key(INDEX_KEY), **storage._extra())
     return resp.get("ETag")

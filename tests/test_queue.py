@@ -1,0 +1,362 @@
+"""Queue-driven processing against the real RabbitMQ broker (127.0.0.1:5672, started by CI).
+
+Each test uses its own queue names (uuid suffix) and deletes them afterwards. Workers run in-process
+(``Worker.run``) except where a real process is needed (``kill -9``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from steps.errors import TransientError
+from steps.orders import WorkOrder
+from steps.queue import (
+    HDR_EXIT,
+    HDR_REASON,
+    Outcome,
+    Topology,
+    Worker,
+    connect,
+    declare_topology,
+    delete_topology,
+    done_key,
+    peek_dead,
+    publish_orders,
+    queue_depths,
+    redrive_dead,
+)
+
+from r2r_helpers import run_cli, tree_bytes
+
+pytestmark = pytest.mark.broker
+
+BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
+# The demo months that have scenes: 2021-12, 2022-01 (clouded → skipped), 2022-02, 2023-01, 2024-01.
+SCENE_MONTHS = [(2021, 12), (2022, 1), (2022, 2), (2023, 1), (2024, 1)]
+
+
+@pytest.fixture(scope="module")
+def broker() -> str:
+    """The broker URL; fail loudly (not skip) when RabbitMQ does not answer."""
+    try:
+        conn = connect(BROKER)
+    except TransientError as exc:
+        pytest.fail(f"RabbitMQ is not answering on 127.0.0.1:5672 ({exc}); start it with "
+                    "`rabbitmq-server -detached` (CI starts it in .ci/run)")
+    conn.close()
+    return BROKER
+
+
+@pytest.fixture
+def queue(broker: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A unique work-order queue (and its .dlx/.dead/.retry), deleted afterwards; also RAW2READY_QUEUE_NAME."""
+    from steps.settings import get_settings
+
+    name = f"r2r-test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("RAW2READY_QUEUE_NAME", name)
+    monkeypatch.setenv("RAW2READY_BROKER_URL", broker)
+    get_settings.cache_clear()
+    yield name
+    delete_topology(broker, name)
+
+
+def _orders(source: Path, out: Path, months: list[tuple[int, int]], tiles: tuple[str, ...] = ("47PPR", "47PQR"),
+            ) -> list[WorkOrder]:
+    from steps.orders import monthly_orders
+
+    orders: list[WorkOrder] = []
+    for y, m in months:
+        end = date(y + (m == 12), m % 12 + 1, 1).toordinal() - 1
+        orders += monthly_orders(list(tiles), date(y, m, 1), date.fromordinal(end), str(source), str(out))
+    return orders
+
+
+def _publish_raw(queue: str, bodies: list[bytes]) -> None:
+    import pika
+
+    conn = connect(BROKER)
+    try:
+        ch = conn.channel()
+        declare_topology(ch, Topology(queue))
+        ch.confirm_delivery()
+        for b in bodies:
+            ch.basic_publish("", queue, b, pika.BasicProperties(delivery_mode=2), mandatory=True)
+    finally:
+        conn.close()
+
+
+def _products(root: Path) -> dict[str, bytes]:
+    """Catalog files, items and assets (no order records, no intermediate work files)."""
+    return {k: v for k, v in tree_bytes(root).items() if not k.startswith(("orders/", "work/"))}
+
+
+def _assert_no_partial_products(root: Path) -> int:
+    """Every visible item has all its assets, with the recorded checksums. Returns the number of items."""
+    from steps.storage import sha256_multihash
+
+    n = 0
+    for path in root.glob("raw2ready-s2-vegetation/*/Q*/*/*/*.json"):
+        if path.stem != path.parent.name:
+            continue
+        item = json.loads(path.read_text())
+        for key, asset in item["assets"].items():
+            f = path.parent / asset["href"]
+            assert f.is_file(), f"{path.name}: asset {key} missing while the item is visible"
+            assert sha256_multihash(f.read_bytes()) == asset["file:checksum"], f"{path.name}: {key} checksum"
+        n += 1
+    return n
+
+
+# ------------------------------------------------------------------------------------------------ tests
+def test_enqueue_then_worker_publishes_the_orders_items(queue: str, demo_archive: Path, processed: Path,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "products"
+    res = run_cli("-q", "enqueue", "--tiles", "47PPR,47PQR", "--start", "2022-01-01", "--end", "2022-02-28",
+                  "--source", str(demo_archive), "--out", str(out), "--queue", queue)
+    assert res.returncode == 0, res.stderr
+    assert "enqueued 4 order(s) (2 tile(s) × 2 month(s))" in res.stdout
+    assert queue_depths(queue=queue)[queue] == 4
+
+    stats = Worker(queue=queue, idle_exit=0.5).run(install_signals=False)
+    assert (stats.done, stats.dead, stats.retried) == (4, 0, 0)
+    got = _products(out)
+    want = _products(processed)
+    items = [k for k in got if k.endswith(".json") and "/2022/Q1/02/" in k and k.count("/") == 5]
+    assert len(items) == 2  # 2022-02-02 for both tiles; 2022-01-23 is fully clouded → skip records
+    assert sum(k.endswith(".skipped.json") for k in got) == 2
+    for k in items:
+        assert got[k] == want[k]
+        for asset in ("ndvi.tif", "lai.tif", "lai_flags.tif", "cloud_mask.tif"):
+            a = k.rsplit("/", 1)[0] + "/" + asset
+            assert got[a] == want[a]
+    for o in _orders(demo_archive, out, [(2022, 1), (2022, 2)]):
+        record = json.loads((out / done_key(o.message_id)).read_text())
+        assert record["order"]["tiles"] == o.tiles and record["message_id"] == o.message_id
+    assert queue_depths(queue=queue) == {queue: 0, f"{queue}.retry": 0, f"{queue}.dead": 0}
+
+
+def test_enqueued_messages_are_persistent_with_the_order_id(queue: str, tmp_path: Path) -> None:
+    orders = _orders(tmp_path / "src", tmp_path / "out", [(2024, 1), (2024, 2)], tiles=("47PPR",))
+    publish_orders(orders, queue=queue)
+    conn = connect(BROKER)
+    try:
+        ch = conn.channel()
+        got = []
+        for _ in orders:
+            method, props, body = ch.basic_get(queue, auto_ack=False)
+            assert method is not None
+            got.append((props.delivery_mode, props.message_id, body))
+        q = ch.queue_declare(queue, passive=True)
+        assert q.method.message_count == 0
+    finally:
+        conn.close()  # unacked → requeued; the fixture deletes the queue
+    assert got == [(2, o.message_id, o.canonical()) for o in orders]
+
+
+def test_kill_9_mid_order_redelivers_and_converges_to_the_uninterrupted_catalog(
+        queue: str, demo_archive: Path, processed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "products"
+    orders = _orders(demo_archive, out, SCENE_MONTHS)
+    publish_orders(orders, queue=queue)
+
+    exe = Path(sys.executable).parent / "raw2ready"
+    env = {**os.environ, "RAW2READY_QUEUE_NAME": queue, "RAW2READY_BROKER_URL": BROKER,
+           "RAW2READY_RETRY_BACKOFF_S": "0.05"}
+    proc = subprocess.Popen([str(exe), "worker", "--idle-exit", "30"], stderr=subprocess.PIPE, text=True, env=env)
+    seen = threading.Event()
+    log: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            log.append(line)
+            if "published ndvi" in line:  # an asset of the first scene is written; its item is not yet
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert seen.wait(60), "worker never started a scene:\n" + "".join(log[-30:])
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    reader.join(5)
+    assert proc.stderr is not None
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    first = orders[0]
+    assert not (out / done_key(first.message_id)).exists()
+    visible_before = _assert_no_partial_products(out)
+
+    # the in-flight order went back to the queue (unacked delivery of a dead connection)
+    stats = Worker(queue=queue, idle_exit=0.5).run(install_signals=False)
+    assert stats.received == len(orders) and stats.dead == 0 and stats.retried == 0
+    assert stats.redelivered == 1  # the order that was running when the worker died
+    assert (out / done_key(first.message_id)).exists()
+    assert _assert_no_partial_products(out) == 10 >= visible_before
+    assert _products(out) == _products(processed)
+    assert queue_depths(queue=queue) == {queue: 0, f"{queue}.retry": 0, f"{queue}.dead": 0}
+
+
+def test_invalid_messages_are_dead_lettered_with_a_reason_and_the_worker_keeps_serving(
+        queue: str, demo_archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "products"
+    good = _orders(demo_archive, out, [(2023, 1)], tiles=("47PPR",))[0]
+    bad_tile = {"tiles": "47PPA", "start": "2023-01-01", "end": "2023-01-31", "source": "s", "out": "o"}
+    backwards = {"tiles": "47PPR", "start": "2023-02-01", "end": "2023-01-31", "source": "s", "out": "o"}
+    _publish_raw(queue, [b"{this is not json", json.dumps(bad_tile).encode(), json.dumps(backwards).encode()])
+    publish_orders([good], queue=queue)
+
+    stats = Worker(queue=queue, max_orders=4).run(install_signals=False)
+    assert (stats.dead, stats.done) == (3, 1)
+    assert (out / done_key(good.message_id)).exists()
+    dead = peek_dead(queue=queue)
+    assert [d.exit_code for d in dead] == [3, 3, 3]
+    assert "not JSON" in dead[0].reason
+    assert "47PPA" in dead[1].reason
+    assert "before start" in dead[2].reason
+    assert dead[0].body == b"{this is not json"
+
+    # the reason is in the AMQP headers of the dead letter
+    conn = connect(BROKER)
+    try:
+        method, props, _ = conn.channel().basic_get(f"{queue}.dead", auto_ack=False)
+        assert method is not None
+        assert props.headers[HDR_EXIT] == 3 and "not JSON" in str(props.headers[HDR_REASON])
+    finally:
+        conn.close()
+
+
+def test_the_same_order_published_twice_is_done_once(queue: str, demo_archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "products"
+    order = _orders(demo_archive, out, [(2024, 1)], tiles=("47PQR",))[0]
+    publish_orders([order], queue=queue)
+    publish_orders([order], queue=queue)  # e.g. enqueue run twice
+    calls: list[str] = []
+    worker = Worker(queue=queue, max_orders=2)
+    real = worker.run_order
+
+    def counting(o: WorkOrder) -> Outcome:
+        out_ = real(o)
+        if not out_.detail.get("already_done"):
+            calls.append(o.message_id)
+        return out_
+
+    worker.runner = counting
+    stats = worker.run(install_signals=False)
+    assert calls == [order.message_id]
+    assert (stats.done, stats.already_done) == (1, 1)
+    record = (out / done_key(order.message_id)).read_bytes()
+    # and once more, later: acknowledged without work, the record untouched
+    publish_orders([order], queue=queue)
+    stats = Worker(queue=queue, max_orders=1).run(install_signals=False)
+    assert (stats.done, stats.already_done) == (0, 1)
+    assert (out / done_key(order.message_id)).read_bytes() == record
+
+
+def test_twin_deliveries_running_concurrently_do_the_work_once(queue: str, tmp_path: Path) -> None:
+    order = _orders(tmp_path, tmp_path / "out", [(2024, 1)], tiles=("47PQR",))[0]
+    publish_orders([order, order], queue=queue)
+    gate = threading.Event()
+    calls: list[str] = []
+
+    def slow(o: WorkOrder) -> Outcome:
+        calls.append(o.message_id)
+        gate.wait(5)
+        return Outcome("ack", "done")
+
+    threading.Timer(1.0, gate.set).start()
+    stats = Worker(queue=queue, concurrency=2, max_orders=2, runner=slow).run(install_signals=False)
+    assert calls == [order.message_id]
+    assert (stats.done, stats.already_done) == (1, 1)
+
+
+def test_transient_failures_are_retried_then_dead_lettered(queue: str, tmp_path: Path) -> None:
+    flaky = _orders(tmp_path, tmp_path / "out", [(2024, 1)], tiles=("47PPR",))[0]
+    broken = _orders(tmp_path, tmp_path / "out", [(2024, 1)], tiles=("47PQR",))[0]
+    publish_orders([flaky, broken], queue=queue)
+    attempts: dict[str, int] = {}
+
+    def runner(o: WorkOrder) -> Outcome:
+        attempts[o.tiles] = attempts.get(o.tiles, 0) + 1
+        if o.tiles == "47PPR" and attempts[o.tiles] > 2:
+            return Outcome("ack", "done")
+        raise TransientError("S3 SlowDown (simulated)")
+
+    stats = Worker(queue=queue, idle_exit=1.0, max_retries=2, retry_backoff_s=0.05, runner=runner).run(
+        install_signals=False)
+    assert attempts == {"47PPR": 3, "47PQR": 3}
+    assert (stats.done, stats.dead, stats.retried) == (1, 1, 4)
+    dead = peek_dead(queue=queue)
+    assert len(dead) == 1 and dead[0].message_id == broken.message_id
+    assert dead[0].exit_code == 75 and dead[0].retries == 2 and "SlowDown" in dead[0].reason
+
+    # after the cause is fixed, the operator re-drives the dead letter and it is processed
+    assert redrive_dead(queue=queue) == 1
+    stats = Worker(queue=queue, max_orders=1, runner=lambda o: Outcome("ack", "done")).run(install_signals=False)
+    assert stats.done == 1
+    assert queue_depths(queue=queue) == {queue: 0, f"{queue}.retry": 0, f"{queue}.dead": 0}
+
+
+def test_stop_requeues_an_order_that_cannot_finish_within_grace(queue: str, tmp_path: Path) -> None:
+    order = _orders(tmp_path, tmp_path / "out", [(2024, 1)], tiles=("47PPR",))[0]
+    publish_orders([order], queue=queue)
+    started = threading.Event()
+    release = threading.Event()
+
+    def stuck(o: WorkOrder) -> Outcome:
+        started.set()
+        release.wait(10)
+        return Outcome("ack", "done")
+
+    worker = Worker(queue=queue, grace=0.3, runner=stuck)
+    threading.Thread(target=lambda: (started.wait(10), worker.request_stop()), daemon=True).start()
+    t0 = time.monotonic()
+    stats = worker.run(install_signals=False)
+    release.set()
+    assert time.monotonic() - t0 < 5
+    assert (stats.requeued, stats.done) == (1, 0)
+    assert queue_depths(queue=queue)[queue] == 1  # back in the queue for another worker
+
+
+def test_stop_lets_a_quick_order_finish(queue: str, tmp_path: Path) -> None:
+    order = _orders(tmp_path, tmp_path / "out", [(2024, 1)], tiles=("47PPR",))[0]
+    publish_orders([order], queue=queue)
+    started = threading.Event()
+
+    def quick(o: WorkOrder) -> Outcome:
+        started.set()
+        time.sleep(0.3)
+        return Outcome("ack", "done")
+
+    worker = Worker(queue=queue, grace=5, runner=quick)
+    threading.Thread(target=lambda: (started.wait(10), worker.request_stop()), daemon=True).start()
+    stats = worker.run(install_signals=False)
+    assert (stats.done, stats.requeued) == (1, 0)
+    assert queue_depths(queue=queue)[queue] == 0
+
+
+def test_unreachable_broker_exits_75_with_one_line(tmp_path: Path) -> None:
+    from r2r_helpers import _free_port
+
+    res = run_cli("enqueue", "--tiles", "47PPR", "--start", "2024-01-01", "--end", "2024-01-31", "--source", "s",
+                  "--out", str(tmp_path), env={"RAW2READY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{_free_port()}/"})
+    assert res.returncode == 75, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("raw2ready: temporary failure (retry later): RabbitMQ at 127.0.0.1:")
+    assert "guest" not in res.stderr

@@ -1,0 +1,143 @@
+"""``raw2ready submit`` sends the right request to the Argo Server API (a loopback HTTP server checks it)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+TOKEN = "test-token-not-a-secret"
+NAMESPACE = "raw2ready-test"
+
+
+@dataclass
+class FakeArgoServer:
+    """Records requests; answers like the Argo Server's ``POST /api/v1/workflows/{namespace}``."""
+
+    url: str = ""
+    status: int = 200
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def argo(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeArgoServer]:
+    state = FakeArgoServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # the name http.server dispatches to
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            state.requests.append({"method": "POST", "path": self.path, "headers": dict(self.headers),
+                                   "body": json.loads(body)})
+            if state.status == 200:
+                wf = json.loads(body)["workflow"]
+                wf["metadata"] |= {"name": "raw2ready-x7k2p", "namespace": self.path.rsplit("/", 1)[-1]}
+                payload = json.dumps(wf).encode()
+            else:
+                payload = json.dumps({"code": 7, "message": "nope"}).encode()
+            self.send_response(state.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("RAW2READY_ARGO_SERVER_URL", state.url)
+    monkeypatch.setenv("RAW2READY_ARGO_TOKEN", TOKEN)
+    monkeypatch.setenv("RAW2READY_ARGO_NAMESPACE", NAMESPACE)
+    from steps.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _submit(*args: str) -> Any:
+    from steps.cli import main
+
+    return CliRunner().invoke(main, ["submit", *args])
+
+
+def test_submit_creates_a_workflow_from_the_deployed_template(argo: FakeArgoServer) -> None:
+    res = _submit("--tiles", "47ppr", "--start", "2024-01-01", "--end", "2024-01-31")
+    assert res.exit_code == 0, res.output
+    (req,) = argo.requests
+    assert req["method"] == "POST" and req["path"] == f"/api/v1/workflows/{NAMESPACE}"
+    assert req["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert req["headers"]["Content-Type"] == "application/json"
+    wf = req["body"]["workflow"]
+    assert wf["spec"]["workflowTemplateRef"] == {"name": "raw2ready"}
+    assert wf["metadata"]["generateName"] == "raw2ready-"
+    # normalised like a work order; source/out left to the deployment's settings
+    assert wf["spec"]["arguments"]["parameters"] == [
+        {"name": "tiles", "value": "47PPR"}, {"name": "start", "value": "2024-01-01"},
+        {"name": "end", "value": "2024-01-31"}]
+    assert f"{NAMESPACE}/raw2ready-x7k2p" in res.output
+    assert f"{argo.url}/workflows/{NAMESPACE}/raw2ready-x7k2p" in res.output
+
+
+def test_submit_sends_source_and_out_when_given(argo: FakeArgoServer) -> None:
+    res = _submit("--tiles", "47PPR,47PQR", "--start", "2024-02-01", "--end", "2024-02-29",
+                  "--source", "https://earth-search.aws.element84.com/v1", "--out", "s3://bucket/products")
+    assert res.exit_code == 0, res.output
+    params = {p["name"]: p["value"] for p in argo.requests[0]["body"]["workflow"]["spec"]["arguments"]["parameters"]}
+    assert params == {"tiles": "47PPR,47PQR", "start": "2024-02-01", "end": "2024-02-29",
+                      "source": "https://earth-search.aws.element84.com/v1", "out": "s3://bucket/products"}
+
+
+def test_submit_sends_the_parameters_the_template_declares() -> None:
+    from workflows.events import workflow_resource
+    from workflows.pipeline import entry_template
+
+    declared = {p.name for p in entry_template().arguments}  # type: ignore[union-attr]
+    sent = {p["name"] for p in workflow_resource({"tiles": "47PPR", "start": "a", "end": "b"})["spec"]["arguments"]
+            ["parameters"]}
+    assert sent <= declared
+    with pytest.raises(ValueError, match="not parameters"):
+        workflow_resource({"tile": "47PPR"})
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [(503, 75), (500, 75), (403, 1), (400, 1)])
+def test_submit_maps_server_errors_to_exit_codes(argo: FakeArgoServer, status: int, exit_code: int) -> None:
+    argo.status = status
+    res = _submit("--tiles", "47PPR", "--start", "2024-01-01", "--end", "2024-01-31")
+    assert res.exit_code == exit_code, res.output
+    assert len(argo.requests) == 1
+
+
+@pytest.mark.parametrize("args", [
+    ("--tiles", "47PPA", "--start", "2024-01-01", "--end", "2024-01-31"),   # no such tile
+    ("--tiles", "47PPR", "--start", "2024-02-01", "--end", "2024-01-01"),   # end before start
+    ("--tiles", "47PPR", "--start", "2024-13-01", "--end", "2024-12-31"),   # not a date
+])
+def test_submit_rejects_bad_requests_without_calling_the_server(argo: FakeArgoServer, args: tuple[str, ...]) -> None:
+    res = _submit(*args)
+    assert res.exit_code == 2, res.output
+    assert argo.requests == []
+
+
+def test_submit_without_a_server_url_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steps.settings import get_settings
+
+    monkeypatch.delenv("RAW2READY_ARGO_SERVER_URL", raising=False)
+    get_settings.cache_clear()
+    res = _submit("--tiles", "47PPR", "--start", "2024-01-01", "--end", "2024-01-31")
+    assert res.exit_code == 2 and "RAW2READY_ARGO_SERVER_URL" in res.output
