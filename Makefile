@@ -32,10 +32,13 @@ lint: $(STAMP) ## ruff + mypy
 	$(VENV)/bin/ruff check steps workflows tests bench
 	$(VENV)/bin/mypy
 
+render: $(STAMP) ## regenerate manifests/base/generated from the step contracts (Hera)
+	$(VENV)/bin/raw2ready render --out manifests/base
+
 bench: $(STAMP) ## run the benchmarks (full-size tiles; minutes)
 	$(PY) bench/run_all.py
 
 clean: ## remove the demo output and caches (keeps .venv)
 	rm -rf raw2ready-demo .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup demo test test-fast lint bench clean
+.PHONY: help setup demo test test-fast lint render bench clean

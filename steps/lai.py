@@ -7,12 +7,17 @@ cos(sun azimuth − view azimuth) per pixel, bilinearly interpolated from the gr
 by default, ``2_1`` selectable (``RAW2READY_LAI_NETWORK``). Only clear pixels (cloud mask code 0) get a
 value; masked and no-data pixels are no data in ``lai`` and 255 in ``lai_flags``. Values beyond SNAP's
 tolerance are no data ("clean" mode, INRA's convention) while their flag bits (8/16) are kept.
+
+Fast path (values identical to the straightforward version, see ``docs/BENCHMARKS.md``): the 8 bands are
+read concurrently and converted (DN → reflectance lookup table) straight into one float32 stack, the
+network runs on :data:`LAI_WORKERS` threads, and the work rasters are written directly as final COGs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Literal
 
 import numpy as np
@@ -34,6 +39,10 @@ log = logging.getLogger(__name__)
 
 LAI_BANDS = BAND_ORDER  # B03 B04 B05 B06 B07 B8A B11 B12
 LAI_MODE: Literal["clean", "snap"] = "clean"
+LAI_WORKERS = 2
+"""Threads evaluating the network (numpy releases the GIL; results are identical for any count)."""
+LAI_CHUNK_PX = 1 << 18
+"""Pixels per network chunk (about 40 MB of working memory per thread)."""
 
 
 class LaiInputs(StepInputs):
@@ -87,15 +96,23 @@ def run_lai(inputs: LaiInputs, settings: Settings) -> LaiOutputs:
     g20 = scene.grid(20)
     if mask20.shape != g20.shape:
         raise InvalidInputError(f"{scene.scene_id}: cloud mask shape {mask20.shape} is not the 20 m grid {g20.shape}")
-    refl = np.stack([scene.reflectance(b, 20) for b in LAI_BANDS])
+    t0 = time.monotonic()
+    refl = scene.reflectances(LAI_BANDS, 20)
+    t1 = time.monotonic()
     angles, angle_source = pixel_angles(scene, g20.shape, 20)
     cos_vz, cos_sz, cos_raa = lai_angle_cosines(angles["sun_zenith"], angles["sun_azimuth"],
                                                 angles["view_zenith"], angles["view_azimuth"])
-    lai, flags = compute_lai(refl, cos_vz, cos_sz, cos_raa, net, mode=LAI_MODE, valid=mask20 == MASK_CLEAR)
-    del refl
+    del angles
+    t2 = time.monotonic()
+    lai, flags = compute_lai(refl, cos_vz, cos_sz, cos_raa, net, mode=LAI_MODE, valid=mask20 == MASK_CLEAR,
+                             chunk_px=LAI_CHUNK_PX, workers=LAI_WORKERS)
+    del refl, cos_vz, cos_sz, cos_raa
+    t3 = time.monotonic()
     folder = work_folder(scene.scene_id)
     lai_href = write_gtiff(storage, join(folder, "lai.tif"), encode(lai, LAI), g20, LAI)
     flags_href = write_gtiff(storage, join(folder, "lai_flags.tif"), flags, g20, LAI_FLAGS)
+    log.debug("%s: lai read %.2fs, angles %.2fs, network %.2fs, write %.2fs", scene.scene_id, t1 - t0, t2 - t1,
+              t3 - t2, time.monotonic() - t3)
     prov = {
         "network": net.id,
         "platform": scene.platform,

@@ -1,8 +1,15 @@
-"""Step ``ndvi``: 10 m NDVI from L2A B04/B08 reflectance, masked by the scene's cloud mask."""
+"""Step ``ndvi``: 10 m NDVI from L2A B04/B08 reflectance, masked by the scene's cloud mask.
+
+Fast path (pixel-identical to converting whole bands, see ``docs/BENCHMARKS.md``): both bands are read
+concurrently as DN, then row stripes are converted (DN → reflectance lookup table), turned into NDVI and
+encoded by two threads (numpy releases the GIL), so no full-size float array is ever materialised. The
+work raster is written directly as the final COG.
+"""
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from pydantic import Field
@@ -41,6 +48,42 @@ def clear_10m(mask20: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(clear, 2, axis=0), 2, axis=1)
 
 
+STRIPE_ROWS = 512
+"""10 m rows per work unit (even, so that stripes align with the 20 m mask rows)."""
+
+WORKERS = 2
+"""Threads computing stripes (numpy ufuncs release the GIL)."""
+
+
+def ndvi_stored(red_dn: np.ndarray, nir_dn: np.ndarray, red_lut: np.ndarray, nir_lut: np.ndarray,
+                mask20: np.ndarray, *, stripe_rows: int = STRIPE_ROWS, workers: int = WORKERS) -> np.ndarray:
+    """Encoded NDVI (int16, product ``ndvi``) from 10 m DN arrays, in row stripes.
+
+    Equal, pixel for pixel, to ``encode(ndvi(lut[red], lut[nir], clear_10m(mask20)), NDVI)``: every
+    operation is element-wise, so splitting the rows changes no value.
+    """
+    rows = red_dn.shape[0]
+    if red_dn.shape != nir_dn.shape or (2 * mask20.shape[0], 2 * mask20.shape[1]) != red_dn.shape:
+        raise ValueError(f"band shapes {red_dn.shape}/{nir_dn.shape} do not match the 20 m mask {mask20.shape}")
+    out = np.empty(red_dn.shape, dtype=NDVI.dtype)
+    step = max(2, stripe_rows - stripe_rows % 2)
+
+    def stripe(r0: int) -> None:
+        r1 = min(r0 + step, rows)
+        red = np.take(red_lut, red_dn[r0:r1], mode="clip")
+        nir = np.take(nir_lut, nir_dn[r0:r1], mode="clip")
+        out[r0:r1] = encode(ndvi(red, nir, clear_10m(mask20[r0 // 2:(r1 + 1) // 2])), NDVI)
+
+    starts = range(0, rows, step)
+    if workers <= 1:
+        for r0 in starts:
+            stripe(r0)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(stripe, starts))  # list() re-raises the first error
+    return out
+
+
 def run_ndvi(inputs: NdviInputs, settings: Settings) -> NdviOutputs:
     """Compute NDVI on clear pixels; everything else is no data."""
     scene = load_scene(inputs.scene)
@@ -48,12 +91,10 @@ def run_ndvi(inputs: NdviInputs, settings: Settings) -> NdviOutputs:
     mask20, _ = read_band(inputs.cloud_mask, what=f"{scene.scene_id} cloud mask")
     if mask20.dtype != np.dtype(CLOUD_MASK.dtype):
         raise ValueError("cloud mask has an unexpected data type")
-    red = scene.reflectance("B04", 10)
-    nir = scene.reflectance("B08", 10)
-    values = ndvi(red, nir, clear_10m(mask20))
-    del red, nir
-    href = write_gtiff(storage, join(work_folder(scene.scene_id), "ndvi.tif"), encode(values, NDVI),
-                       scene.grid(10), NDVI)
+    red_dn, nir_dn = scene.read_dn(["B04", "B08"], 10)
+    stored = ndvi_stored(red_dn, nir_dn, scene.reflectance_lut("B04"), scene.reflectance_lut("B08"), mask20)
+    del red_dn, nir_dn
+    href = write_gtiff(storage, join(work_folder(scene.scene_id), "ndvi.tif"), stored, scene.grid(10), NDVI)
     return NdviOutputs(ndvi=href, status="done")
 
 

@@ -13,8 +13,9 @@ Topology for a work-order queue ``Q`` (all durable; see ``docs/QUEUE.md``):
 Messages are :class:`steps.orders.WorkOrder` canonical JSON bodies, persistent (delivery mode 2), with
 ``message_id = WorkOrder.message_id``. Plain RabbitMQ cannot deduplicate, so the worker does: an order is
 done when its record ``<out>/orders/<message_id>.json`` exists in the order's output storage (written
-after every scene of the order is published), and a delivery whose twin is running in this worker is
-acknowledged at once. Re-publishing an order is therefore harmless.
+after every scene of the order is published) and every scene it lists is still complete (a scene
+quarantined by ``audit --requeue`` makes the same order run again); a delivery whose twin is running in
+this worker is acknowledged at once. Re-publishing an order is therefore harmless.
 
 The worker (:class:`Worker`) consumes with manual acknowledgement and ``prefetch = concurrency``. Each order
 runs in a thread (``find_scenes`` + ``run_scenes``); the connection stays in the main thread, which keeps
@@ -68,6 +69,7 @@ HDR_EXIT = "x-raw2ready-exit-code"
 HDR_RETRIES = "x-raw2ready-retries"
 HDR_QUEUE = "x-raw2ready-queue"
 HDR_REDRIVEN = "x-raw2ready-redriven"
+HDR_RECHECK = "x-raw2ready-recheck"
 ORDERS_PREFIX = "orders"
 MESSAGE_TYPE = f"raw2ready.work-order.v{SCHEMA_VERSION}"
 _REASON_MAX = 1000  # characters kept in the reason header
@@ -153,25 +155,17 @@ def order_properties(order: WorkOrder, headers: dict[str, Any] | None = None) ->
                            type=MESSAGE_TYPE, app_id="raw2ready", headers=dict(headers or {}))
 
 
-@dataclass
-class PublishResult:
-    """What :func:`publish_orders` did."""
-
-    published: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        """Orders per second."""
-        return self.published / self.seconds if self.seconds > 0 else float("inf")
-
-
 def publish_orders(orders: Iterable[WorkOrder], *, url: str | None = None, queue: str | None = None,
-                   settings: Settings | None = None) -> PublishResult:
+                   settings: Settings | None = None, recheck: bool = False) -> int:
     """Declare the topology and publish each order (persistent, publisher confirms, mandatory routing).
 
-    Returns once the broker has confirmed every message. A nack or an unroutable message is a
-    ``TransientError`` (nothing is lost: publishing the same orders again is deduplicated by the worker).
+    ``recheck=True`` marks the messages (header ``x-raw2ready-recheck``) so that the worker lists the source
+    again even for an order it has already done, and processes scenes that appeared since (re-drives after
+    an audit found scenes missing); scenes already complete are still skipped.
+
+    Returns the number of orders published, once the broker has confirmed every message. A nack or an
+    unroutable message is a ``TransientError`` (nothing is lost: publishing the same orders again is
+    deduplicated by the worker).
     """
     s = settings or get_settings()
     url, queue = url or s.broker_url, queue or s.queue_name
@@ -185,7 +179,8 @@ def publish_orders(orders: Iterable[WorkOrder], *, url: str | None = None, queue
         ch.confirm_delivery()
         for order in orders:
             try:
-                ch.basic_publish("", topo.queue, order.canonical(), order_properties(order), mandatory=True)
+                props = order_properties(order, {HDR_RECHECK: 1} if recheck else None)
+                ch.basic_publish("", topo.queue, order.canonical(), props, mandatory=True)
             except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
                 raise TransientError(f"broker did not accept order {order.message_id}: {exc}") from exc
             n += 1
@@ -197,13 +192,25 @@ def publish_orders(orders: Iterable[WorkOrder], *, url: str | None = None, queue
         if conn.is_open:
             conn.close()
     dt = time.monotonic() - t0
-    log.info("published %d orders to %s in %.2fs", n, queue, dt)
-    return PublishResult(n, dt)
+    log.info("published %d orders to %s in %.2fs (%.0f orders/s)", n, queue, dt, n / dt if dt > 0 else 0.0)
+    return n
 
 
 def done_key(message_id: str) -> str:
     """Key of an order's done record below its output root: ``orders/<message_id>.json``."""
     return f"{ORDERS_PREFIX}/{message_id}.json"
+
+
+def _incomplete_scenes(storage: Any, record: dict[str, Any]) -> list[str]:
+    """Scene ids of a done record whose item sidecar and skip record are both gone (e.g. quarantined)."""
+    from steps.catalog import item_key, parse_datetime, skip_key
+
+    gone = []
+    for sc in record.get("scenes", []):
+        dt = parse_datetime(sc["datetime"])
+        if not (storage.exists(item_key(dt, sc["scene_id"])) or storage.exists(skip_key(dt, sc["scene_id"]))):
+            gone.append(sc["scene_id"])
+    return gone
 
 
 def body_id(body: bytes) -> str:
@@ -257,7 +264,8 @@ class Worker:
     """Consume work orders from ``queue`` and run them with the local runner (see the module docstring).
 
     ``concurrency`` orders run at once (prefetch = concurrency; each order's scenes run one after the
-    other in its thread, ``scene_workers`` > 1 gives each order a process pool). The worker stops after
+    other in its thread, ``scene_workers`` > 1 gives each order a process pool; ``heartbeat`` is the AMQP
+    heartbeat in seconds, serviced by the connection thread while orders run). The worker stops after
     ``max_orders`` settled deliveries, after ``idle_exit`` seconds without work, or on SIGTERM/SIGINT
     (:meth:`request_stop`): then it takes no new order, waits up to ``grace`` seconds for running orders
     and requeues the ones that did not finish (another worker redoes them; completed scenes are skipped).
@@ -266,7 +274,8 @@ class Worker:
     def __init__(self, *, url: str | None = None, queue: str | None = None, concurrency: int = 1,
                  max_orders: int | None = None, idle_exit: float | None = None, grace: float = 25.0,
                  max_retries: int | None = None, retry_backoff_s: float | None = None, scene_workers: int = 1,
-                 settings: Settings | None = None, runner: OrderRunner | None = None) -> None:
+                 settings: Settings | None = None, runner: OrderRunner | None = None, heartbeat: int = 30,
+                 ) -> None:
         s = settings or get_settings()
         self.settings = s
         self.url = url or s.broker_url
@@ -279,6 +288,7 @@ class Worker:
         self.retry_backoff_s = s.retry_backoff_s if retry_backoff_s is None else retry_backoff_s
         self.scene_workers = scene_workers
         self.runner = runner or self.run_order
+        self.heartbeat = heartbeat
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._inflight: dict[int, _Delivery] = {}
@@ -290,8 +300,12 @@ class Worker:
         self._last_activity = time.monotonic()
 
     # ------------------------------------------------------------------ the work itself (worker thread)
-    def run_order(self, order: WorkOrder) -> Outcome:
-        """Run one order: skip if its done record exists, else list and process its scenes, then record it."""
+    def run_order(self, order: WorkOrder, recheck: bool = False) -> Outcome:
+        """Run one order: skip if it is done, else list and process its scenes, then record it.
+
+        Done = its record exists and every scene listed there is still complete. ``recheck`` ignores the
+        record (the source is listed again; complete scenes are still skipped by the runner).
+        """
         from steps.catalog import rebuild_catalog
         from steps.runner import SceneResult, run_scenes
         from steps.source import find_scenes
@@ -300,9 +314,13 @@ class Worker:
         s = self.settings
         mid = order.message_id
         storage = open_storage(order.out, s)
-        if storage.exists(done_key(mid)):
-            log.info("order %s already done (%s): acknowledged without work", mid, done_key(mid))
-            return Outcome("ack", "already done", detail={"already_done": True})
+        if not recheck and storage.exists(done_key(mid)):
+            gone = _incomplete_scenes(storage, json.loads(storage.read_bytes(done_key(mid))))
+            if not gone:
+                log.info("order %s already done (%s): acknowledged without work", mid, done_key(mid))
+                return Outcome("ack", "already done", detail={"already_done": True})
+            log.warning("order %s was done but %d scene(s) are no longer complete (e.g. quarantined by "
+                        "`audit --requeue`): running it again", mid, len(gone))
         tiles = order.tiles.split(",")
         scenes = find_scenes(order.source, tiles, order.start.isoformat(), order.end.isoformat())
         log.info("order %s %s %s..%s: %d scene(s)", mid, order.tiles, order.start, order.end, len(scenes))
@@ -324,10 +342,12 @@ class Worker:
         counts = {k: summary.count(k) for k in ("done", "skipped", "complete", "failed")}
         code = summary.exit_code
         if code == EXIT_OK:
+            st = {r.scene_id: r.status for r in summary.results}
             record = {
                 "message_id": mid,
                 "order": order.model_dump(mode="json"),
-                "scenes": {r.scene_id: r.status for r in summary.results},
+                "scenes": [{"scene_id": sc.scene_id, "datetime": sc.datetime, "status": st.get(sc.scene_id, "")}
+                           for sc in scenes],
                 "counts": counts,
                 "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "seconds": round(time.monotonic() - t0, 3),
@@ -342,13 +362,15 @@ class Worker:
         action = "retry" if code == EXIT_TRANSIENT else "dead"
         return Outcome(action, reason, code, detail=counts)
 
-    def _process(self, body: bytes) -> Outcome:
+    def _process(self, body: bytes, recheck: bool = False) -> Outcome:
         """Parse and run; map every exception to an outcome (never raises)."""
         try:
             order = WorkOrder.parse(body)
         except InvalidInputError as exc:
             return Outcome("dead", str(exc), EXIT_INVALID_INPUT)
         try:
+            if recheck and self.runner == self.run_order:
+                return self.run_order(order, recheck=True)
             return self.runner(order)
         except TransientError as exc:
             return Outcome("retry", f"{type(exc).__name__}: {exc}", EXIT_TRANSIENT)
@@ -394,8 +416,10 @@ class Worker:
         conn = self._conn
         assert conn is not None
 
+        recheck = bool((props.headers or {}).get(HDR_RECHECK))
+
         def work() -> None:
-            outcome = self._process(body)
+            outcome = self._process(body, recheck)
             try:
                 conn.add_callback_threadsafe(lambda: self._settle(d, outcome))
             except pika.exceptions.AMQPError:  # the worker stopped and requeued this order meanwhile
@@ -469,7 +493,7 @@ class Worker:
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-        self._conn = connect(self.url)
+        self._conn = connect(self.url, heartbeat=self.heartbeat)
         try:
             self._ch = self._conn.channel()
             declare_topology(self._ch, self.topo)

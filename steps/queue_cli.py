@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import date
 
 import click
@@ -92,9 +93,11 @@ def tiles_cmd(aoi: str | None, bbox: str | None, fmt: str) -> None:
 @click.option("--source", default=None, help="STAC source of the orders (default RAW2READY_SOURCE).")
 @click.option("--out", default=None, help="Output root of the orders (default RAW2READY_OUT).")
 @click.option("--queue", default=None, help="Work-order queue (default RAW2READY_QUEUE_NAME).")
+@click.option("--recheck", is_flag=True,
+              help="Let the worker list the source again even for orders already done (new scenes).")
 @click.option("--dry-run", is_flag=True, help="Print the message bodies instead of publishing.")
 def enqueue_cmd(tiles: str | None, aoi: str | None, start: str, end: str, source: str | None, out: str | None,
-                queue: str | None, dry_run: bool) -> None:
+                queue: str | None, recheck: bool, dry_run: bool) -> None:
     """Publish one work order per tile × calendar month (persistent, publisher confirms).
 
     Re-enqueuing the same orders creates no duplicate work: each message's id is the order's hash and the
@@ -123,10 +126,12 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, start: str, end: str, source
 
     _quiet_pika()
 
-    res = publish_orders(orders, queue=queue, settings=s)
+    t0 = time.monotonic()
+    n = publish_orders(orders, queue=queue, settings=s, recheck=recheck)
+    dt = time.monotonic() - t0
     months = len({(o.start, o.end) for o in orders})
-    click.echo(f"enqueued {res.published} order(s) ({len(ids)} tile(s) × {months} month(s)) to "
-               f"{queue or s.queue_name} in {res.seconds:.2f}s ({res.rate:.0f} orders/s)")
+    click.echo(f"enqueued {n} order(s) ({len(ids)} tile(s) × {months} month(s)) to "
+               f"{queue or s.queue_name} in {dt:.2f}s ({n / max(dt, 1e-9):.0f} orders/s)")
 
 
 @click.command("worker")

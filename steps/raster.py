@@ -2,7 +2,13 @@
 
 Reads go through GDAL with :func:`steps.storage.gdal_env`; writes are staged in a private scratch
 directory and then moved into storage atomically (``Storage.put_file``), so a reader never sees a
-half-written raster. GDAL read failures are classified: HTTP 5xx/timeouts/connection resets become
+half-written raster.
+
+Performance notes (see ``docs/BENCHMARKS.md``): band reads decode their DEFLATE tiles on all cores
+(GTiff ``NUM_THREADS`` open option) and :func:`read_bands` reads several bands concurrently (rasterio
+releases the GIL inside GDAL). Work rasters are written once, directly in their final COG encoding
+(:func:`write_gtiff` → GDAL's COG driver from an in-memory dataset), so :func:`publish_cog` only has to
+validate, hash and copy them instead of decompressing and re-encoding every pixel. GDAL read failures are classified: HTTP 5xx/timeouts/connection resets become
 ``TransientError`` (exit 75, retried), anything else about a band becomes ``InvalidInputError`` (exit 3).
 """
 
@@ -11,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +32,7 @@ from rasterio.enums import Resampling
 
 from steps.errors import InvalidInputError, TransientError
 from steps.products import Product
-from steps.storage import LocalStorage, S3Storage, gdal_env, scratch_dir, sha256_multihash_file
+from steps.storage import LocalStorage, S3Storage, gdal_env, read_uri, scratch_dir, sha256_multihash_file
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +78,54 @@ class Grid:
         return Grid(self.crs, Affine(res, 0.0, t.c, 0.0, -res, t.f), (rows, cols))
 
 
+GDAL_THREADS = "ALL_CPUS"
+"""GTiff ``NUM_THREADS`` for decoding and encoding (block (de)compression on every core)."""
+
+READ_WORKERS = 2
+"""Bands read concurrently by :func:`read_bands` (GDAL releases the GIL; 2 matches the 2-core pods)."""
+
+
 def read_band(href: str, *, grid: Grid | None = None, resampling: Resampling = Resampling.nearest,
               what: str | None = None) -> tuple[np.ndarray, Grid]:
     """Read band 1 of ``href`` as stored (e.g. uint16 DN). With ``grid``, resample onto that grid's shape.
 
     The grid's extent must equal the file's (Sentinel-2 bands of one tile share the extent), so resampling
-    only changes the pixel size — e.g. 20 m → 10 m nearest, or 10 m → 20 m average.
+    only changes the pixel size — e.g. 20 m → 10 m nearest, or 10 m → 20 m average. Tiles are decoded on
+    all cores (the pixels are the same as a single-threaded read).
     """
     label = what or href
-    with gdal_env(), gdal_errors(label), rasterio.open(href) as src:
+    with gdal_env(), gdal_errors(label), rasterio.open(href, NUM_THREADS=GDAL_THREADS) as src:
         file_grid = Grid(src.crs.to_string() if src.crs else "", src.transform, (src.height, src.width))
         if grid is None or grid.shape == file_grid.shape:
             data = src.read(1)
         else:
             data = src.read(1, out_shape=grid.shape, resampling=resampling)
         return data, file_grid
+
+
+@dataclass(frozen=True)
+class BandRead:
+    """One request for :func:`read_bands` (the arguments of :func:`read_band`)."""
+
+    href: str
+    grid: Grid | None = None
+    resampling: Resampling = Resampling.nearest
+    what: str | None = None
+
+
+def read_bands(requests: Sequence[BandRead], workers: int = READ_WORKERS) -> list[np.ndarray]:
+    """Read several bands concurrently (threads; GDAL I/O and decoding run without the GIL).
+
+    Returns the arrays in request order, each exactly what :func:`read_band` returns; the first error
+    (already classified as transient/invalid input) is raised.
+    """
+    def one(r: BandRead) -> np.ndarray:
+        return read_band(r.href, grid=r.grid, resampling=r.resampling, what=r.what)[0]
+
+    if workers <= 1 or len(requests) <= 1:
+        return [one(r) for r in requests]
+    with ThreadPoolExecutor(max_workers=min(workers, len(requests))) as pool:
+        return list(pool.map(one, requests))
 
 
 def raster_info(href: str, what: str | None = None) -> dict[str, Any]:
@@ -121,27 +162,46 @@ def decode(stored: np.ndarray, product: Product) -> np.ndarray:
     return out
 
 
+def _mem_dataset(data: np.ndarray, grid: Grid, product: Product, tags: dict[str, str] | None) -> Any:
+    """An in-memory (GDAL MEM) dataset holding ``data`` with the product's metadata (caller closes it)."""
+    from rasterio.io import MemoryFile
+
+    mem = MemoryFile()
+    ds = mem.open(driver="MEM", width=grid.shape[1], height=grid.shape[0], count=1, dtype=product.dtype,
+                  crs=grid.crs, transform=grid.transform, nodata=product.nodata)
+    ds.write(data, 1)
+    ds.scales = (product.scale,)
+    ds.offsets = (product.offset,)
+    ds.set_band_description(1, product.key)
+    if product.unit:
+        ds.units = (product.unit,)
+    # the GTiff work file this replaces carried the GTiff driver's default AREA_OR_POINT tag
+    ds.update_tags(AREA_OR_POINT="Area", **(tags or {}))
+    return mem, ds
+
+
 def write_gtiff(storage: LocalStorage | S3Storage, key: str, data: np.ndarray, grid: Grid, product: Product,
                 tags: dict[str, str] | None = None) -> str:
-    """Write a tiled, compressed GeoTIFF (work file, not yet a COG) and return its URL."""
+    """Write a work raster — already a COG in the product's final encoding — and return its URL.
+
+    ``data`` has the product's stored dtype (e.g. from :func:`encode`). The file is exactly what
+    :func:`publish_cog` used to produce from a separate work GeoTIFF (GDAL's COG driver, options of
+    :func:`cog_options`), but written once straight from memory; :func:`publish_cog` recognises it
+    (:func:`is_product_cog`) and only validates, hashes and copies it.
+    """
+    from rasterio.shutil import copy as rio_copy
+
+    if data.shape != grid.shape:
+        raise ValueError(f"{key}: array shape {data.shape} is not the grid shape {grid.shape}")
     with scratch_dir() as d:
         path = d / Path(key).name
-        profile = {
-            "driver": "GTiff", "width": grid.shape[1], "height": grid.shape[0], "count": 1,
-            "dtype": product.dtype, "crs": grid.crs, "transform": grid.transform, "nodata": product.nodata,
-            "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "ZSTD", "zstd_level": 1,
-            "predictor": 2 if product.dtype.startswith("int") and product.scale != 1.0 else 1,
-            "BIGTIFF": "IF_SAFER",
-        }
-        with gdal_env(), rasterio.open(path, "w", **profile) as dst:
-            dst.write(data, 1)
-            dst.scales = (product.scale,)
-            dst.offsets = (product.offset,)
-            dst.set_band_description(1, product.key)
-            if product.unit:
-                dst.units = (product.unit,)
-            if tags:
-                dst.update_tags(**tags)
+        mem, ds = _mem_dataset(np.asarray(data, dtype=product.dtype), grid, product, tags)
+        try:
+            with gdal_env():
+                rio_copy(ds, str(path), driver="COG", **cog_options(product))
+        finally:
+            ds.close()
+            mem.close()
         storage.put_file(path, key)
     return storage.url(key)
 
@@ -173,12 +233,45 @@ def cog_options(product: Product) -> dict[str, Any]:
     }
 
 
-def publish_cog(src_href: str, storage: LocalStorage | S3Storage, key: str, product: Product) -> PublishedAsset:
-    """Translate a work GeoTIFF into a validated COG at ``key`` (DEFLATE, 512² blocks, internal overviews).
+def is_product_cog(href: str, product: Product) -> bool:
+    """Whether ``href`` already is a COG in ``product``'s final encoding (as :func:`write_gtiff` writes it).
 
-    Written with GDAL's COG driver (overviews down to one block; ``nearest`` for class/flag products,
-    ``average`` for continuous ones; nodata, scale and offset carried over), validated with rio-cogeo's
-    ``cog_validate`` before it is moved into place; its sha256 multihash is returned.
+    Checks the GDAL COG-driver layout marker, DEFLATE compression, the predictor, 512² blocks, internal
+    overviews, data type, nodata, scale and offset. Anything else (e.g. a plain work GeoTIFF from an
+    older version) is translated by :func:`publish_cog` instead.
+    """
+    opts = cog_options(product)
+    with rasterio.open(href) as src:
+        structure = src.tags(ns="IMAGE_STRUCTURE")
+        predictor = structure.get("PREDICTOR", "1")
+        return bool(
+            src.driver == "GTiff" and src.count == 1
+            and structure.get("LAYOUT", "").upper() == "COG"
+            and structure.get("COMPRESSION", "").upper() == opts["COMPRESS"]
+            and (predictor != "1") == (opts["PREDICTOR"] == "YES")
+            and src.block_shapes[0] == (opts["BLOCKSIZE"], opts["BLOCKSIZE"])
+            and bool(src.overviews(1)) == (max(src.height, src.width) > opts["BLOCKSIZE"])
+            and src.dtypes[0] == product.dtype and src.nodata == product.nodata
+            and src.scales == (product.scale,) and src.offsets == (product.offset,)
+        )
+
+
+def _local_file(href: str) -> Path | None:
+    """The local path of ``href`` when it is a plain file (not s3://, https://)."""
+    if "://" in href and not href.startswith("file://"):
+        return None
+    p = Path(href.removeprefix("file://"))
+    return p if p.is_file() else None
+
+
+def publish_cog(src_href: str, storage: LocalStorage | S3Storage, key: str, product: Product) -> PublishedAsset:
+    """Publish a work raster as a validated COG at ``key`` (DEFLATE, 512² blocks, internal overviews).
+
+    A work raster that already is the product's COG (:func:`is_product_cog`, what :func:`write_gtiff`
+    writes) is copied byte for byte. Anything else is translated with GDAL's COG driver (overviews down to
+    one block; ``nearest`` for class/flag products, ``average`` for continuous ones; nodata, scale and
+    offset carried over). Either way the file is validated with rio-cogeo's ``cog_validate`` before it is
+    moved into place, and its sha256 multihash (of the very bytes uploaded) is returned.
     """
     from rasterio.shutil import copy as rio_copy
     from rio_cogeo.cogeo import cog_validate
@@ -186,8 +279,15 @@ def publish_cog(src_href: str, storage: LocalStorage | S3Storage, key: str, prod
     with scratch_dir() as d:
         out = d / Path(key).name
         with gdal_env(), gdal_errors(src_href):
-            with rasterio.open(src_href) as src:  # opening maps s3:// and https:// to GDAL's /vsi paths
-                rio_copy(src, str(out), driver="COG", **cog_options(product))
+            if is_product_cog(src_href, product):
+                local = _local_file(src_href)
+                if local is not None:
+                    shutil.copyfile(local, out)  # a private copy: what is validated is what is uploaded
+                else:
+                    out.write_bytes(read_uri(src_href))
+            else:
+                with rasterio.open(src_href) as src:  # opening maps s3:// and https:// to GDAL's /vsi paths
+                    rio_copy(src, str(out), driver="COG", **cog_options(product))
             valid, errors, _warnings = cog_validate(str(out), quiet=True)
         if not valid:
             raise InvalidInputError(f"COG validation failed for {key}: {errors}")

@@ -7,7 +7,9 @@ data), the tile grid, the angle grids and the source identities. It lives at
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,7 @@ from affine import Affine
 from pydantic import BaseModel, ConfigDict, Field
 
 from steps.errors import InvalidInputError
-from steps.raster import Grid, read_band
+from steps.raster import BandRead, Grid, read_bands
 from steps.science.radiometry import dn_to_reflectance
 from steps.source import SceneRef
 from steps.storage import read_uri
@@ -75,25 +77,82 @@ class Scene(SceneRef):
         rows, cols = self.shape_10m[0] // factor, self.shape_10m[1] // factor
         return Grid(f"EPSG:{self.epsg}", Affine(float(res), 0.0, self.ulx, 0.0, -float(res), self.uly), (rows, cols))
 
-    def reflectance(self, band: str, res: int | None = None, level: str = "L2A") -> np.ndarray:
-        """Band ``band`` as float32 reflectance (NaN = no data), optionally resampled to ``res`` metres.
-
-        Upsampling uses nearest neighbour, downsampling the mean of valid pixels (GDAL ``average``
-        ignores nodata).
-        """
-        from rasterio.enums import Resampling
-
+    def band_info(self, band: str, level: str = "L2A") -> BandInfo:
+        """The href and DN→reflectance conversion of one band (``InvalidInputError`` if absent)."""
         info = (self.l1c_bands if level == "L1C" else self.bands).get(band)
         if info is None:
             raise InvalidInputError(f"scene {self.scene_id}: no {level} band {band}")
+        return info
+
+    def _band_read(self, band: str, res: int | None, level: str) -> BandRead:
+        from rasterio.enums import Resampling
+
+        info = self.band_info(band, level)
         target = self.grid(res or info.resolution)
         resampling = Resampling.nearest if target.res <= info.resolution else Resampling.average
-        dn, _ = read_band(info.href, grid=target, resampling=resampling, what=f"{self.scene_id} {level} {band}")
-        return dn_to_reflectance(dn, info.scale, info.offset)
+        return BandRead(info.href, target, resampling, f"{self.scene_id} {level} {band}")
+
+    def read_dn(self, bands: Sequence[str], res: int | None = None, level: str = "L2A") -> list[np.ndarray]:
+        """Raw DN arrays (as stored, uint16) of ``bands`` on the ``res`` grid, read concurrently.
+
+        Resampling as in :meth:`reflectance`; convert with :meth:`reflectance_lut` (or :meth:`reflectance`).
+        """
+        return read_bands([self._band_read(b, res, level) for b in bands])
+
+    def reflectance_lut(self, band: str, level: str = "L2A") -> np.ndarray:
+        """Lookup table uint16 DN → float32 reflectance of ``band`` (65536 entries; entry 0 is NaN).
+
+        ``lut[dn]`` equals :func:`steps.science.radiometry.dn_to_reflectance` bit for bit (it *is* that
+        function evaluated on every possible DN) and is several times faster on a full band.
+        """
+        info = self.band_info(band, level)
+        return _reflectance_lut(info.scale, info.offset)
+
+    def reflectance(self, band: str, res: int | None = None, level: str = "L2A",
+                    out: np.ndarray | None = None) -> np.ndarray:
+        """Band ``band`` as float32 reflectance (NaN = no data), optionally resampled to ``res`` metres.
+
+        Upsampling uses nearest neighbour, downsampling the mean of valid pixels (GDAL ``average``
+        ignores nodata). ``out``: optional float32 array of the target shape to fill (e.g. one plane of a
+        band stack, saving a copy).
+        """
+        (dn,) = self.read_dn([band], res, level)
+        return self._to_reflectance(band, level, dn, out)
+
+    def reflectances(self, bands: Sequence[str], res: int, level: str = "L2A") -> np.ndarray:
+        """Bands as one float32 reflectance stack ``(len(bands), rows, cols)`` on the ``res`` grid.
+
+        The bands are read concurrently and converted straight into the stack (no intermediate copies);
+        values equal ``np.stack([self.reflectance(b, res, level) for b in bands])``.
+        """
+        dns = self.read_dn(bands, res, level)
+        out = np.empty((len(bands), *dns[0].shape), dtype=np.float32)
+        for k, band in enumerate(bands):
+            self._to_reflectance(band, level, dns[k], out[k])
+            dns[k] = np.empty(0, dtype=np.uint16)  # release each DN array as soon as it is converted
+        return out
+
+    def _to_reflectance(self, band: str, level: str, dn: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        info = self.band_info(band, level)
+        if dn.dtype == np.uint16:
+            # uint16 DN always index inside the 65536-entry table: 'clip' never clips, it only avoids buffering
+            return np.take(_reflectance_lut(info.scale, info.offset), dn, out=out, mode="clip")
+        refl = dn_to_reflectance(dn, info.scale, info.offset)
+        if out is None:
+            return refl
+        out[...] = refl
+        return out
 
     def dump(self) -> bytes:
         """Canonical JSON bytes."""
         return (json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True) + "\n").encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _reflectance_lut(scale: float, offset: float) -> np.ndarray:
+    lut = dn_to_reflectance(np.arange(65536, dtype=np.uint16), scale, offset)
+    lut.flags.writeable = False
+    return lut
 
 
 def load_scene(href: str) -> Scene:

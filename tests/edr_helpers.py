@@ -116,21 +116,20 @@ def physical(raw: int, nodata: float | None, scale: float, offset: float) -> flo
     return raw * scale + offset
 
 
-def edr_openapi_subset(doc: dict[str, Any], base: str, examples: dict[str, list[str]]) -> dict[str, Any]:
+def edr_openapi_subset(doc: dict[str, Any], base: str, examples: dict[str, list[str]] | None) -> dict[str, Any]:
     """The EDR query operations of pygeoapi's generated OpenAPI document, made self-contained for fuzzing.
 
     pygeoapi's document ``$ref``s parameter definitions on schemas.opengis.net, which a loopback-only test
     cannot fetch; here they are replaced by equivalent inline query parameters (``coords``, ``datetime``,
-    ``parameter-name``, ``z``, ``crs``, and ``within``/``within-units`` for radius). Each string parameter
-    is "a known-good example or any string", so the fuzzer reaches the provider with valid and invalid
-    values alike. Response schemas are dropped: the check is "no 5xx", not the response shape.
+    ``parameter-name``, ``z``, ``crs``, and ``within``/``within-units`` for radius). With ``examples`` every
+    parameter that has some is an enum of them (good and bad values that reach the provider's data path);
+    without, each is any string (and ``bbox`` any numbers). Response schemas are dropped: the check is
+    "no 5xx", not the response shape.
     """
 
     def param(name: str, required: bool = False) -> dict[str, Any]:
-        good = examples.get(name, [])
-        schema: dict[str, Any] = {"type": "string"}
-        if good:
-            schema = {"anyOf": [{"type": "string", "enum": good}, {"type": "string"}]}
+        good = (examples or {}).get(name)
+        schema: dict[str, Any] = {"type": "string", "enum": good} if good else {"type": "string"}
         return {"name": name, "in": "query", "required": required, "schema": schema}
 
     paths: dict[str, Any] = {}
@@ -152,12 +151,15 @@ def edr_openapi_subset(doc: dict[str, Any], base: str, examples: dict[str, list[
                 params.append(param("z"))
             elif ref.endswith("/crs"):
                 params.append(param("crs"))
+            elif p.get("name") == "bbox" and examples:
+                params.append(param("bbox", required=True))
             elif "$ref" not in p:
                 params.append(p)  # inline already: bbox (cube), f
         if qt == "radius":
             params += [param("within", required=True), param("within-units", required=True)]
         op["parameters"] = params
         op["responses"] = {"default": {"description": "any response"}}
+        op["operationId"] = op["operationId"] + ("Examples" if examples else "Any")
         paths[path] = {"get": op}
     return {"openapi": "3.0.2", "info": {"title": "raw2ready EDR (fuzz subset)", "version": "1"},
             "servers": [{"url": base}], "paths": paths}

@@ -259,7 +259,8 @@ def test_settings_configmap_holds_only_known_non_secret_settings() -> None:
                      if SecretStr in getattr(f.annotation, "__args__", (f.annotation,)) or "key" in n
                      or n == "broker_url"}
     for overlay in ("base", *OVERLAYS):
-        cm = next(o for o in built(overlay) if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "raw2ready-settings")
+        cm = next(o for o in built(overlay)
+                  if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "raw2ready-settings")
         assert cm["metadata"]["labels"]["workflows.argoproj.io/configmap-type"] == "Parameter"
         for key in cm["data"]:
             assert key.startswith("RAW2READY_"), key
@@ -419,4 +420,4 @@ def test_argocd_controllers_sync_before_the_pipeline_and_use_server_side_apply()
 def test_argocd_root_app_of_apps_points_at_the_apps_folder() -> None:
     root = yaml.safe_load((ROOT / "argocd" / "root.yaml").read_text())
     path = ROOT / root["spec"]["source"]["path"]
-    assert path.is_dir() and set(p.stem for p in path.glob("*.yaml")) >= set(_apps()) - {"raw2ready-root"}
+    assert path.is_dir() and {p.stem for p in path.glob("*.yaml")} >= set(_apps()) - {"raw2ready-root"}

@@ -59,3 +59,39 @@ def test_monthly_orders_split_by_tile_and_calendar_month() -> None:
     ]
     assert len({o.message_id for o in orders}) == 6
     assert month_ranges(date(2024, 2, 1), date(2024, 2, 29)) == [(date(2024, 2, 1), date(2024, 2, 29))]
+
+
+def test_enqueue_dry_run_prints_one_order_per_tile_and_month() -> None:
+    from click.testing import CliRunner
+
+    from steps.cli import main
+    from steps.tiles import thailand_tiles
+
+    res = CliRunner().invoke(main, ["enqueue", "--aoi", "thailand", "--start", "2024-01-15", "--end", "2024-03-31",
+                                    "--source", "/src/catalog.json", "--out", "s3://b/p", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert len(lines) == 3 * len(thailand_tiles())
+    mid, body = lines[0].split(" ", 1)
+    order = WorkOrder.parse(body)
+    assert order.message_id == mid and order.start == date(2024, 1, 15) and order.end == date(2024, 1, 31)
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--tiles", "47PPA"], "47PPA"),
+    (["--tiles", "47PPR", "--aoi", "thailand"], "exactly one"),
+    (["--tiles", "47PPR", "--start", "2024-02-01"], "before --start"),
+    (["--tiles", "47PPR", "--out", ""], "--out is required"),
+])
+def test_enqueue_bad_arguments_exit_2(args: list[str], fragment: str) -> None:
+    from click.testing import CliRunner
+
+    from steps.cli import main
+
+    base = {"--start": "2024-01-01", "--end": "2024-01-31", "--source": "s", "--out": "o"}
+    for i in range(0, len(args), 2):
+        base.pop(args[i], None)
+    argv = ["enqueue", *args, *[x for kv in base.items() for x in kv], "--dry-run"]
+    res = CliRunner().invoke(main, argv)
+    assert res.exit_code == 2, res.output
+    assert fragment in res.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -269,6 +270,46 @@ def test_the_same_order_published_twice_is_done_once(queue: str, demo_archive: P
     assert (out / done_key(order.message_id)).read_bytes() == record
 
 
+def test_a_done_order_runs_again_when_one_of_its_scenes_was_removed(queue: str, demo_archive: Path,
+                                                                   tmp_path: Path) -> None:
+    """`audit --requeue` quarantines a corrupt scene and re-publishes the same order: it must not be deduped."""
+    out = tmp_path / "products"
+    order = _orders(demo_archive, out, [(2024, 1)], tiles=("47PQR",))[0]
+    publish_orders([order], queue=queue)
+    assert Worker(queue=queue, max_orders=1).run(install_signals=False).done == 1
+    scene_dir = next(out.glob("raw2ready-s2-vegetation/2024/Q1/01/S2A_47PQR_*"))
+    before = tree_bytes(scene_dir)
+    shutil.rmtree(scene_dir)  # what a quarantine does to a corrupt scene
+
+    publish_orders([order], queue=queue)
+    stats = Worker(queue=queue, max_orders=1).run(install_signals=False)
+    assert (stats.done, stats.already_done) == (1, 0)
+    assert tree_bytes(scene_dir) == before
+
+
+def test_recheck_lists_the_source_again_for_a_done_order(queue: str, demo_archive: Path, tmp_path: Path) -> None:
+    """A scene that appeared in the source after the order was done is picked up by a recheck re-drive."""
+    out = tmp_path / "products"
+    order = _orders(demo_archive, out, [(2024, 1)], tiles=("47PQR",))[0]
+    publish_orders([order], queue=queue)
+    assert Worker(queue=queue, max_orders=1).run(install_signals=False).done == 1
+    record = json.loads((out / done_key(order.message_id)).read_text())
+    # pretend the order ran when the source did not have the scene yet
+    record["scenes"] = []
+    (out / done_key(order.message_id)).write_text(json.dumps(record))
+    scene_dir = next(out.glob("raw2ready-s2-vegetation/2024/Q1/01/S2A_47PQR_*"))
+    shutil.rmtree(scene_dir)
+
+    publish_orders([order], queue=queue)  # a plain duplicate: deduplicated
+    assert Worker(queue=queue, max_orders=1).run(install_signals=False).already_done == 1
+    assert not scene_dir.exists()
+    publish_orders([order], queue=queue, recheck=True)
+    assert Worker(queue=queue, max_orders=1).run(install_signals=False).done == 1
+    assert scene_dir.is_dir()
+    assert [s["scene_id"] for s in json.loads((out / done_key(order.message_id)).read_text())["scenes"]] == [
+        scene_dir.name]
+
+
 def test_twin_deliveries_running_concurrently_do_the_work_once(queue: str, tmp_path: Path) -> None:
     order = _orders(tmp_path, tmp_path / "out", [(2024, 1)], tiles=("47PQR",))[0]
     publish_orders([order, order], queue=queue)
@@ -360,3 +401,17 @@ def test_unreachable_broker_exits_75_with_one_line(tmp_path: Path) -> None:
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("raw2ready: temporary failure (retry later): RabbitMQ at 127.0.0.1:")
     assert "guest" not in res.stderr
+
+
+def test_heartbeats_keep_flowing_while_a_long_order_runs(queue: str, tmp_path: Path) -> None:
+    """A 1 s heartbeat and a 3.5 s order: the broker would drop a connection that stopped heartbeating."""
+    order = _orders(tmp_path, tmp_path / "out", [(2024, 1)], tiles=("47PPR",))[0]
+    publish_orders([order], queue=queue)
+
+    def long(o: WorkOrder) -> Outcome:
+        time.sleep(3.5)
+        return Outcome("ack", "done")
+
+    stats = Worker(queue=queue, max_orders=1, heartbeat=1, runner=long).run(install_signals=False)
+    assert stats.done == 1
+    assert queue_depths(queue=queue)[queue] == 0

@@ -50,7 +50,7 @@ def argo(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeArgoServer]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
@@ -107,7 +107,7 @@ def test_submit_sends_the_parameters_the_template_declares() -> None:
     from workflows.events import workflow_resource
     from workflows.pipeline import entry_template
 
-    declared = {p.name for p in entry_template().arguments}  # type: ignore[union-attr]
+    declared = {p.name for p in entry_template().arguments}
     sent = {p["name"] for p in workflow_resource({"tiles": "47PPR", "start": "a", "end": "b"})["spec"]["arguments"]
             ["parameters"]}
     assert sent <= declared
@@ -141,3 +141,18 @@ def test_submit_without_a_server_url_is_a_usage_error(monkeypatch: pytest.Monkey
     get_settings.cache_clear()
     res = _submit("--tiles", "47PPR", "--start", "2024-01-01", "--end", "2024-01-31")
     assert res.exit_code == 2 and "RAW2READY_ARGO_SERVER_URL" in res.output
+
+
+def test_submit_to_an_unreachable_server_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from steps.settings import get_settings
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("RAW2READY_ARGO_SERVER_URL", f"http://127.0.0.1:{port}")
+    get_settings.cache_clear()
+    res = _submit("--tiles", "47PPR", "--start", "2024-01-01", "--end", "2024-01-31")
+    assert res.exit_code == 75, res.output

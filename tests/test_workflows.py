@@ -28,7 +28,7 @@ REF = re.compile(r"\{\{(.*?)\}\}")
 def _templates() -> dict[str, dict[str, Any]]:
     from workflows.pipeline import all_templates
 
-    return {wt.name: wt.to_dict() for wt in all_templates()}  # type: ignore[misc]
+    return {wt.name: wt.to_dict() for wt in all_templates()}
 
 
 def _by_name(items: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
@@ -188,7 +188,8 @@ def test_entry_template_lists_scenes_fans_out_and_fans_in() -> None:
     assert tasks["scenes"]["template"] == "scenes"
     fan = tasks["scene"]
     assert fan["withParam"] == "{{tasks.scenes.outputs.parameters.scenes}}" and fan["depends"] == "scenes"
-    assert fan["templateRef"] == {"name": SCENE_TEMPLATE, "template": _templates()[SCENE_TEMPLATE]["spec"]["entrypoint"]}
+    scene_entry = _templates()[SCENE_TEMPLATE]["spec"]["entrypoint"]
+    assert fan["templateRef"] == {"name": SCENE_TEMPLATE, "template": scene_entry}
     assert tasks["catalog"]["template"] == "catalog" and "scene" in tasks["catalog"]["depends"]
     # bounded, garbage-collected, non-root
     for w in _templates().values():
@@ -325,3 +326,21 @@ def test_workflow_and_template_names_are_valid_kubernetes_names() -> None:
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
         for t in wt["spec"]["templates"]:
             assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", t["name"]), t["name"]
+
+
+def test_orchestration_docs_explain_every_entry_parameter_and_the_regenerate_switch() -> None:
+    from workflows.pipeline import ENTRY_PARAMS
+
+    doc = (ROOT / "docs" / "ORCHESTRATION.md").read_text(encoding="utf-8")
+    for name in ENTRY_PARAMS:
+        assert f"| `{name}` |" in doc, name
+    assert "raw2ready render --out manifests/base" in doc and "R2R_REGENERATE=1" in doc
+    assert 'lastRetry.exitCode == "75"' in doc
+
+
+def test_steps_never_imports_workflows() -> None:
+    """Step images have no Hera: nothing under steps/ may import the workflows package."""
+    pattern = re.compile(r"^\s*(from|import)\s+workflows\b", re.M)
+    offenders = [p.relative_to(ROOT).as_posix() for p in (ROOT / "steps").rglob("*.py")
+                 if pattern.search(p.read_text(encoding="utf-8"))]
+    assert not offenders

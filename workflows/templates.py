@@ -40,7 +40,7 @@ import steps
 from steps.contract import Step
 from steps.errors import EXIT_TRANSIENT
 
-OUTPUTS_DIR = "/tmp/outputs"  # noqa: S108 - an emptyDir inside the pod, not a shared host path
+OUTPUTS_DIR = "/tmp/outputs"  # an emptyDir inside the pod, not a shared host path
 """Where ``raw2ready step … --outputs-dir`` writes one file per output field."""
 
 SETTINGS_CONFIGMAP = "raw2ready-settings"
@@ -181,9 +181,9 @@ def step_container(step: Step[Any, Any]) -> Container:
         resources=step_resources(step),
         retry_strategy=retry_strategy(step.retries),
         active_deadline_seconds=STEP_DEADLINE_S,
-        env=[Env(name="HOME", value="/tmp")],  # noqa: S108 - caches of GDAL/matplotlib go to the emptyDir
+        env=[Env(name="HOME", value="/tmp")],  # caches (GDAL, matplotlib) go to the emptyDir
         env_from=[ConfigMapEnvFrom(name=SETTINGS_CONFIGMAP, optional=False),
                   SecretEnvFrom(name=SECRET_NAME, optional=False)],
         security_context=container_security_context(),
-        volumes=[EmptyDirVolume(name="tmp", mount_path="/tmp")],  # noqa: S108
+        volumes=[EmptyDirVolume(name="tmp", mount_path="/tmp")],
     )
