@@ -9,8 +9,8 @@ value; masked and no-data pixels are no data in ``lai`` and 255 in ``lai_flags``
 tolerance are no data ("clean" mode, INRA's convention) while their flag bits (8/16) are kept.
 
 Fast path (values identical to the straightforward version, see ``docs/BENCHMARKS.md``): the 8 bands are
-read concurrently and converted (DN → reflectance lookup table) straight into one float32 stack, the
-network runs on :data:`LAI_WORKERS` threads, and the work rasters are written directly as final COGs.
+read concurrently, only the clear pixels are gathered and converted to reflectance, the network runs on
+that compact set on :data:`LAI_WORKERS` threads, and the work rasters are written directly as final COGs.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from steps.products import LAI, LAI_FLAGS
 from steps.raster import encode, read_band, write_gtiff
 from steps.scene import Scene, load_scene
 from steps.science.angles import interpolate_azimuth_grid, interpolate_grid, lai_angle_cosines
-from steps.science.lai import BAND_ORDER, compute_lai, load_network
+from steps.science.lai import BAND_ORDER, FLAGS_NODATA, compute_lai, load_network
+from steps.science.radiometry import dn_to_reflectance
 from steps.science.scl import MASK_CLEAR
 from steps.settings import Settings
 from steps.storage import join, open_storage
@@ -84,6 +85,17 @@ def pixel_angles(scene: Scene, shape: tuple[int, int], res: int) -> tuple[dict[s
         return means, "scene-mean angles (grids unusable)"
 
 
+def _gather(a: np.ndarray | float, idx: np.ndarray) -> np.ndarray | float:
+    """Values of a full-grid array at flat indices ``idx`` (scalars pass through)."""
+    return np.take(a.reshape(-1), idx) if isinstance(a, np.ndarray) else a
+
+
+def _gather_reflectance(scene: Scene, band: str, dn: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
+    """Reflectance of ``band`` at flat indices ``idx`` into ``out`` (the DN are gathered first: 2 bytes each)."""
+    info = scene.band_info(band)
+    out[...] = dn_to_reflectance(np.take(dn.reshape(-1), idx), info.scale, info.offset)
+
+
 def run_lai(inputs: LaiInputs, settings: Settings) -> LaiOutputs:
     """Compute LAI and flags on clear pixels of the 20 m grid."""
     scene = load_scene(inputs.scene)
@@ -97,16 +109,27 @@ def run_lai(inputs: LaiInputs, settings: Settings) -> LaiOutputs:
     if mask20.shape != g20.shape:
         raise InvalidInputError(f"{scene.scene_id}: cloud mask shape {mask20.shape} is not the 20 m grid {g20.shape}")
     t0 = time.monotonic()
-    refl = scene.reflectances(LAI_BANDS, 20)
+    # only clear pixels get a value: gather them once (DN → reflectance, angles → cosines) and run the
+    # network on that compact set instead of on every pixel of the tile
+    idx = np.flatnonzero(mask20 == MASK_CLEAR)
+    refl = np.empty((len(LAI_BANDS), idx.size), dtype=np.float32)
+    for k, (band, dn) in enumerate(zip(LAI_BANDS, scene.read_dn(LAI_BANDS, 20), strict=True)):
+        _gather_reflectance(scene, band, dn, idx, refl[k])
+        del dn
     t1 = time.monotonic()
     angles, angle_source = pixel_angles(scene, g20.shape, 20)
-    cos_vz, cos_sz, cos_raa = lai_angle_cosines(angles["sun_zenith"], angles["sun_azimuth"],
-                                                angles["view_zenith"], angles["view_azimuth"])
+    cos_vz, cos_sz, cos_raa = lai_angle_cosines(*(_gather(angles[k], idx) for k in (
+        "sun_zenith", "sun_azimuth", "view_zenith", "view_azimuth")))
     del angles
     t2 = time.monotonic()
-    lai, flags = compute_lai(refl, cos_vz, cos_sz, cos_raa, net, mode=LAI_MODE, valid=mask20 == MASK_CLEAR,
-                             chunk_px=LAI_CHUNK_PX, workers=LAI_WORKERS)
+    lai_c, flags_c = compute_lai(refl, cos_vz, cos_sz, cos_raa, net, mode=LAI_MODE, chunk_px=LAI_CHUNK_PX,
+                                 workers=LAI_WORKERS)
     del refl, cos_vz, cos_sz, cos_raa
+    lai = np.full(g20.shape, np.nan, dtype=np.float32)
+    flags = np.full(g20.shape, FLAGS_NODATA, dtype=np.uint8)
+    lai.reshape(-1)[idx] = lai_c
+    flags.reshape(-1)[idx] = flags_c
+    del lai_c, flags_c
     t3 = time.monotonic()
     folder = work_folder(scene.scene_id)
     lai_href = write_gtiff(storage, join(folder, "lai.tif"), encode(lai, LAI), g20, LAI)

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from pydantic import Field
 
 from steps.catalog import record_skip, work_folder
 from steps.contract import Resources, Step, StepInputs, StepOutputs
+from steps.errors import InvalidInputError
 from steps.products import CLOUD_MASK
 from steps.raster import read_band, write_gtiff
 from steps.scene import Scene, load_scene
-from steps.science.scl import MASK_NODATA, clear_fraction, scl_to_mask
+from steps.science.scl import MASK_NODATA, clear_fraction
 from steps.settings import Settings
 from steps.storage import join, open_storage
 
@@ -42,15 +45,89 @@ class MaskOutputs(StepOutputs):
     status: str = Field(description="'done' or 'skipped' (no valid or no clear pixel)")
 
 
-def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str, object]]:
-    """The scene's ``cloud_mask`` codes on the 20 m grid and a description of how they were made."""
-    scl, _ = read_band(scene.scl_href, grid=scene.grid(20), what=f"{scene.scene_id} SCL")
-    mask = scl_to_mask(scl)
+@lru_cache(maxsize=1)
+def _model() -> Any:
+    from steps.science.cloudmask import load_s2cloudless_model
+
+    return load_s2cloudless_model()
+
+
+def _to_20m(mask: np.ndarray, shape20: tuple[int, int]) -> np.ndarray:
+    """Map a coarse grid (same extent, any pixel size) onto the 20 m grid by nearest cell."""
+    rows = (np.arange(shape20[0]) * mask.shape[0]) // shape20[0]
+    cols = (np.arange(shape20[1]) * mask.shape[1]) // shape20[1]
+    return mask[np.ix_(rows, cols)]
+
+
+def _l1c_toa(scene: Scene, res: int) -> tuple[np.ndarray, np.ndarray]:
+    """L1C TOA reflectance (H, W, 10) in s2cloudless band order on the ``res`` grid, and its validity."""
+    from steps.science.cloudmask import S2CLOUDLESS_BANDS
+
+    bands = [scene.reflectance(b, res, level="L1C") for b in S2CLOUDLESS_BANDS]
+    toa = np.stack(bands, axis=-1)
+    valid = np.isfinite(toa).all(axis=-1)
+    return np.nan_to_num(toa, nan=0.0), valid
+
+
+def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str, Any]]:
+    """The scene's ``cloud_mask`` codes on the 20 m grid and a description of how they were made.
+
+    With an L1C pair: s2cloudless (fast evaluator, exact where it matters) at ``cloud_resolution_m`` on
+    offset-corrected TOA, mapped to 20 m, OR SCL cloud/shadow/cirrus classes (dilated), OR the B10 cirrus
+    test. Without L1C: SCL alone (recorded as a fallback).
+    """
+    from steps.science.cloudmask import (
+        S2CLOUDLESS_MODEL_FILENAME,
+        SEN2COR_T1_B10,
+        build_cloud_mask,
+        cloud_mask_fast,
+        params_for_resolution,
+    )
+
+    g20 = scene.grid(20)
+    scl, _ = read_band(scene.scl_href, grid=g20, what=f"{scene.scene_id} SCL")
+    scl_dilation, cloud_dilation = 5, 2
+    info: dict[str, Any] = {"scl_classes": {"cloud": [8, 9], "shadow": [3], "cirrus": [10], "snow": [11],
+                                            "invalid": [1], "nodata": [0]},
+                            "scl_dilation_px_20m": scl_dilation}
+    if scene.l1c_bands:
+        res = int(settings.cloud_resolution_m)
+        if res not in (20, 60, 160):
+            raise InvalidInputError(f"cloud resolution {res} m: choose 20, 60 or 160")
+        params = params_for_resolution(res)
+        toa, valid = _l1c_toa(scene, res)
+        result = cloud_mask_fast(_model(), toa, valid, params)
+        s2c20 = _to_20m(result.mask, g20.shape)
+        b10 = scene.reflectance("B10", 20, level="L1C")
+        codes = build_cloud_mask(scl, s2c_cloud=s2c20, b10_toa=b10, scl_dilation_px=scl_dilation,
+                                 cloud_dilation_px=cloud_dilation, cirrus_threshold=SEN2COR_T1_B10)
+        info |= {
+            "method": "s2cloudless+scl+b10",
+            "s2cloudless": {"model": S2CLOUDLESS_MODEL_FILENAME, "resolution_m": res,
+                            "threshold": params.threshold, "average_over_px": params.average_over,
+                            "dilation_px": params.dilation_size, "input": "L1C TOA, offset-corrected",
+                            "evaluated_fraction": round(result.n_evaluated / max(result.n_valid, 1), 4)},
+            "cloud_dilation_px_20m": cloud_dilation,
+            "b10_cirrus_threshold": SEN2COR_T1_B10,
+            "software": {"s2cloudless": _version("s2cloudless"), "lightgbm": _version("lightgbm")},
+        }
+    else:
+        codes = build_cloud_mask(scl, scl_dilation_px=scl_dilation)
+        info |= {"method": "scl", "fallback": "no L1C item paired: SCL only, s2cloudless not run"}
     # a pixel whose 20 m reflectance bands are no data is no data whatever SCL says
     for band in ("B05", "B8A"):
-        dn, _ = read_band(scene.bands[band].href, grid=scene.grid(20), what=f"{scene.scene_id} {band}")
-        mask[dn == 0] = MASK_NODATA
-    return mask, {"method": "scl"}
+        dn, _ = read_band(scene.bands[band].href, grid=g20, what=f"{scene.scene_id} {band}")
+        codes[dn == 0] = MASK_NODATA
+    return codes, info
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def run_mask(inputs: MaskInputs, settings: Settings) -> MaskOutputs:

@@ -1,8 +1,8 @@
 """Step ``ndvi``: 10 m NDVI from L2A B04/B08 reflectance, masked by the scene's cloud mask.
 
 Fast path (pixel-identical to converting whole bands, see ``docs/BENCHMARKS.md``): both bands are read
-concurrently as DN, then row stripes are converted (DN → reflectance lookup table), turned into NDVI and
-encoded by two threads (numpy releases the GIL), so no full-size float array is ever materialised. The
+concurrently as DN, then row stripes are converted to reflectance, turned into NDVI and encoded by two
+threads (numpy releases the GIL), so no full-size float array is ever materialised. The
 work raster is written directly as the final COG.
 """
 
@@ -18,8 +18,9 @@ from steps.catalog import work_folder
 from steps.contract import Resources, Step, StepInputs, StepOutputs
 from steps.products import CLOUD_MASK, NDVI
 from steps.raster import encode, read_band, write_gtiff
-from steps.scene import load_scene
+from steps.scene import BandInfo, load_scene
 from steps.science.ndvi import ndvi
+from steps.science.radiometry import dn_to_reflectance
 from steps.science.scl import MASK_CLEAR
 from steps.settings import Settings
 from steps.storage import join, open_storage
@@ -55,12 +56,12 @@ WORKERS = 2
 """Threads computing stripes (numpy ufuncs release the GIL)."""
 
 
-def ndvi_stored(red_dn: np.ndarray, nir_dn: np.ndarray, red_lut: np.ndarray, nir_lut: np.ndarray,
-                mask20: np.ndarray, *, stripe_rows: int = STRIPE_ROWS, workers: int = WORKERS) -> np.ndarray:
-    """Encoded NDVI (int16, product ``ndvi``) from 10 m DN arrays, in row stripes.
+def ndvi_stored(red_dn: np.ndarray, nir_dn: np.ndarray, red: BandInfo, nir: BandInfo, mask20: np.ndarray, *,
+                stripe_rows: int = STRIPE_ROWS, workers: int = WORKERS) -> np.ndarray:
+    """Encoded NDVI (int16, product ``ndvi``) from 10 m DN arrays (B04, B08) and their radiometry, in stripes.
 
-    Equal, pixel for pixel, to ``encode(ndvi(lut[red], lut[nir], clear_10m(mask20)), NDVI)``: every
-    operation is element-wise, so splitting the rows changes no value.
+    Equal, pixel for pixel, to ``encode(ndvi(ρ_red, ρ_nir, clear_10m(mask20)), NDVI)`` on whole bands with
+    ρ = :func:`dn_to_reflectance`: every operation is element-wise, so splitting the rows changes no value.
     """
     rows = red_dn.shape[0]
     if red_dn.shape != nir_dn.shape or (2 * mask20.shape[0], 2 * mask20.shape[1]) != red_dn.shape:
@@ -70,9 +71,9 @@ def ndvi_stored(red_dn: np.ndarray, nir_dn: np.ndarray, red_lut: np.ndarray, nir
 
     def stripe(r0: int) -> None:
         r1 = min(r0 + step, rows)
-        red = np.take(red_lut, red_dn[r0:r1], mode="clip")
-        nir = np.take(nir_lut, nir_dn[r0:r1], mode="clip")
-        out[r0:r1] = encode(ndvi(red, nir, clear_10m(mask20[r0 // 2:(r1 + 1) // 2])), NDVI)
+        rho_red = dn_to_reflectance(red_dn[r0:r1], red.scale, red.offset)
+        rho_nir = dn_to_reflectance(nir_dn[r0:r1], nir.scale, nir.offset)
+        out[r0:r1] = encode(ndvi(rho_red, rho_nir, clear_10m(mask20[r0 // 2:(r1 + 1) // 2])), NDVI)
 
     starts = range(0, rows, step)
     if workers <= 1:
@@ -92,7 +93,7 @@ def run_ndvi(inputs: NdviInputs, settings: Settings) -> NdviOutputs:
     if mask20.dtype != np.dtype(CLOUD_MASK.dtype):
         raise ValueError("cloud mask has an unexpected data type")
     red_dn, nir_dn = scene.read_dn(["B04", "B08"], 10)
-    stored = ndvi_stored(red_dn, nir_dn, scene.reflectance_lut("B04"), scene.reflectance_lut("B08"), mask20)
+    stored = ndvi_stored(red_dn, nir_dn, scene.band_info("B04"), scene.band_info("B08"), mask20)
     del red_dn, nir_dn
     href = write_gtiff(storage, join(work_folder(scene.scene_id), "ndvi.tif"), stored, scene.grid(10), NDVI)
     return NdviOutputs(ndvi=href, status="done")

@@ -201,6 +201,11 @@ def done_key(message_id: str) -> str:
     return f"{ORDERS_PREFIX}/{message_id}.json"
 
 
+def redeliveries_key(message_id: str) -> str:
+    """Key of an order's redelivery counter below its output root."""
+    return f"{ORDERS_PREFIX}/{message_id}.redeliveries.json"
+
+
 def _incomplete_scenes(storage: Any, record: dict[str, Any]) -> list[str]:
     """Scene ids of a done record whose item sidecar and skip record are both gone (e.g. quarantined)."""
     from steps.catalog import item_key, parse_datetime, skip_key
@@ -265,7 +270,10 @@ class Worker:
 
     ``concurrency`` orders run at once (prefetch = concurrency; each order's scenes run one after the
     other in its thread, ``scene_workers`` > 1 gives each order a process pool; ``heartbeat`` is the AMQP
-    heartbeat in seconds, serviced by the connection thread while orders run). The worker stops after
+    heartbeat in seconds, serviced by the connection thread while orders run). An order the broker has
+    redelivered more than ``max_redeliveries`` times (its worker died each time: OOM, crash — counted in
+    ``<out>/orders/<message_id>.redeliveries.json``) is dead-lettered with exit 1 instead of looping
+    forever; a graceful requeue on SIGTERM also counts as one redelivery. The worker stops after
     ``max_orders`` settled deliveries, after ``idle_exit`` seconds without work, or on SIGTERM/SIGINT
     (:meth:`request_stop`): then it takes no new order, waits up to ``grace`` seconds for running orders
     and requeues the ones that did not finish (another worker redoes them; completed scenes are skipped).
@@ -275,7 +283,7 @@ class Worker:
                  max_orders: int | None = None, idle_exit: float | None = None, grace: float = 25.0,
                  max_retries: int | None = None, retry_backoff_s: float | None = None, scene_workers: int = 1,
                  settings: Settings | None = None, runner: OrderRunner | None = None, heartbeat: int = 30,
-                 ) -> None:
+                 max_redeliveries: int = 5) -> None:
         s = settings or get_settings()
         self.settings = s
         self.url = url or s.broker_url
@@ -289,6 +297,7 @@ class Worker:
         self.scene_workers = scene_workers
         self.runner = runner or self.run_order
         self.heartbeat = heartbeat
+        self.max_redeliveries = max_redeliveries
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._inflight: dict[int, _Delivery] = {}
@@ -318,6 +327,8 @@ class Worker:
             gone = _incomplete_scenes(storage, json.loads(storage.read_bytes(done_key(mid))))
             if not gone:
                 log.info("order %s already done (%s): acknowledged without work", mid, done_key(mid))
+                if storage.exists(redeliveries_key(mid)):
+                    storage.delete(redeliveries_key(mid))
                 return Outcome("ack", "already done", detail={"already_done": True})
             log.warning("order %s was done but %d scene(s) are no longer complete (e.g. quarantined by "
                         "`audit --requeue`): running it again", mid, len(gone))
@@ -353,6 +364,8 @@ class Worker:
                 "seconds": round(time.monotonic() - t0, 3),
             }
             storage.write_bytes(done_key(mid), json.dumps(record, indent=1, sort_keys=True).encode() + b"\n")
+            if storage.exists(redeliveries_key(mid)):
+                storage.delete(redeliveries_key(mid))
             log.info("order %s done in %.1fs: %s", mid, time.monotonic() - t0, counts)
             return Outcome("ack", "done", detail=counts)
         failed = [r for r in summary.results if r.status == "failed"]
@@ -362,13 +375,28 @@ class Worker:
         action = "retry" if code == EXIT_TRANSIENT else "dead"
         return Outcome(action, reason, code, detail=counts)
 
-    def _process(self, body: bytes, recheck: bool = False) -> Outcome:
+    def _count_redelivery(self, order: WorkOrder) -> int:
+        """Increment and return the order's redelivery counter (kept next to its done record)."""
+        from steps.storage import open_storage
+
+        storage = open_storage(order.out, self.settings)
+        key = redeliveries_key(order.message_id)
+        n = json.loads(storage.read_bytes(key))["count"] + 1 if storage.exists(key) else 1
+        storage.write_bytes(key, json.dumps({"count": n, "message_id": order.message_id}).encode() + b"\n")
+        return int(n)
+
+    def _process(self, body: bytes, recheck: bool = False, redelivered: bool = False) -> Outcome:
         """Parse and run; map every exception to an outcome (never raises)."""
         try:
             order = WorkOrder.parse(body)
         except InvalidInputError as exc:
             return Outcome("dead", str(exc), EXIT_INVALID_INPUT)
         try:
+            if redelivered:
+                n = self._count_redelivery(order)
+                if n > self.max_redeliveries:
+                    return Outcome("dead", f"redelivered {n} times: the worker running it died each time "
+                                   "(out of memory? crash?)", EXIT_FAILURE)
             if recheck and self.runner == self.run_order:
                 return self.run_order(order, recheck=True)
             return self.runner(order)
@@ -417,9 +445,10 @@ class Worker:
         assert conn is not None
 
         recheck = bool((props.headers or {}).get(HDR_RECHECK))
+        redelivered = bool(method.redelivered)
 
         def work() -> None:
-            outcome = self._process(body, recheck)
+            outcome = self._process(body, recheck, redelivered)
             try:
                 conn.add_callback_threadsafe(lambda: self._settle(d, outcome))
             except pika.exceptions.AMQPError:  # the worker stopped and requeued this order meanwhile
@@ -429,9 +458,17 @@ class Worker:
         d.thread = threading.Thread(target=work, name=f"order-{key[:11]}", daemon=True)
         d.thread.start()
 
-    def _publish(self, exchange: str, routing_key: str, body: bytes, props: BasicProperties) -> None:
-        assert self._pub is not None
-        self._pub.basic_publish(exchange, routing_key, body, props, mandatory=True)
+    def _publish(self, d: _Delivery, exchange: str, routing_key: str, props: BasicProperties) -> bool:
+        """Publish a copy of ``d`` (confirmed); on refusal requeue ``d`` instead and return False."""
+        assert self._pub is not None and self._ch is not None
+        try:
+            self._pub.basic_publish(exchange, routing_key, d.body, props, mandatory=True)
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            log.error("order %s: broker refused the copy for %s (%s): requeued", d.key, routing_key, exc)
+            self._ch.basic_nack(d.tag, requeue=True)
+            self.stats.requeued += 1
+            return False
+        return True
 
     def _settle(self, d: _Delivery, outcome: Outcome) -> None:
         """On the connection thread: act on an order's outcome, then ack its delivery."""
@@ -453,7 +490,8 @@ class Worker:
             props = BasicProperties(delivery_mode=2, content_type=d.props.content_type or "application/json",
                                     message_id=d.props.message_id, type=d.props.type, app_id=d.props.app_id,
                                     headers=headers, expiration=str(max(delay_ms, 1)))
-            self._publish("", self.topo.retry, d.body, props)
+            if not self._publish(d, "", self.topo.retry, props):
+                return
             self.stats.retried += 1
             log.warning("order %s: transient failure, retry %d/%d in %.1fs: %s", d.key, retries + 1,
                         self.max_retries, delay_ms / 1000, outcome.reason)
@@ -464,7 +502,8 @@ class Worker:
             props = BasicProperties(delivery_mode=2, content_type=d.props.content_type,
                                     message_id=d.props.message_id, type=d.props.type, app_id=d.props.app_id,
                                     headers=headers)
-            self._publish(self.topo.dlx, self.topo.dead, d.body, props)
+            if not self._publish(d, self.topo.dlx, self.topo.dead, props):
+                return
             self.stats.dead += 1
             log.error("order %s dead-lettered to %s (exit %d): %s", d.key, self.topo.dead, outcome.exit_code,
                       outcome.reason)

@@ -144,11 +144,13 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, start: str, end: str, source
               help="On SIGTERM, seconds to let running orders finish before requeueing them.")
 @click.option("--max-retries", type=click.IntRange(0), default=None,
               help="Retries of a transient failure before dead-lettering (default RAW2READY_RETRIES).")
+@click.option("--max-redeliveries", type=click.IntRange(0), default=5, show_default=True,
+              help="Dead-letter an order whose worker died this many times running it (OOM, crash).")
 @click.option("--scene-workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Scenes of one order processed in parallel (process pool).")
 @click.option("--queue", default=None, help="Work-order queue (default RAW2READY_QUEUE_NAME).")
 def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None, grace: float,
-               max_retries: int | None, scene_workers: int, queue: str | None) -> None:
+               max_retries: int | None, max_redeliveries: int, scene_workers: int, queue: str | None) -> None:
     """Consume work orders and process them with the local runner (manual acks, prefetch = concurrency).
 
     An order is acknowledged only after its products are published; transient failures are retried with
@@ -160,7 +162,7 @@ def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None
     _quiet_pika()
 
     stats = Worker(queue=queue, concurrency=concurrency, max_orders=max_orders, idle_exit=idle_exit, grace=grace,
-                   max_retries=max_retries, scene_workers=scene_workers).run()
+                   max_retries=max_retries, max_redeliveries=max_redeliveries, scene_workers=scene_workers).run()
     click.echo(f"orders: {stats.done} done, {stats.already_done} already done, {stats.retried} retried, "
                f"{stats.dead} dead-lettered, {stats.requeued} requeued")
 

@@ -8,8 +8,10 @@ Performance notes (see ``docs/BENCHMARKS.md``): band reads decode their DEFLATE 
 (GTiff ``NUM_THREADS`` open option) and :func:`read_bands` reads several bands concurrently (rasterio
 releases the GIL inside GDAL). Work rasters are written once, directly in their final COG encoding
 (:func:`write_gtiff` → GDAL's COG driver from an in-memory dataset), so :func:`publish_cog` only has to
-validate, hash and copy them instead of decompressing and re-encoding every pixel. GDAL read failures are classified: HTTP 5xx/timeouts/connection resets become
-``TransientError`` (exit 75, retried), anything else about a band becomes ``InvalidInputError`` (exit 3).
+validate, hash and copy them instead of decompressing and re-encoding every pixel.
+
+GDAL read failures are classified: HTTP 5xx/timeouts/connection resets become ``TransientError`` (exit
+75, retried), anything else about a band becomes ``InvalidInputError`` (exit 3).
 """
 
 from __future__ import annotations
@@ -144,14 +146,22 @@ def raster_info(href: str, what: str | None = None) -> dict[str, Any]:
 
 
 def encode(values: np.ndarray, product: Product) -> np.ndarray:
-    """Physical float values (NaN = no data) → stored integers of ``product`` (round half away from zero)."""
+    """Physical float values (NaN = no data) → stored integers of ``product`` (round half away from zero).
+
+    Element-wise and in place on one scratch array (no boolean gathers/scatters): the same values as
+    ``clip(round((values - offset) / scale))`` on the finite pixels, ``nodata`` elsewhere.
+    """
     info = np.iinfo(np.dtype(product.dtype))
-    scaled = (values - product.offset) / product.scale
-    out = np.full(values.shape, product.nodata, dtype=product.dtype)
-    ok = np.isfinite(scaled)
+    scaled = np.subtract(values, product.offset)
+    scaled /= product.scale
+    bad = ~np.isfinite(scaled)
     lo = info.min + 1 if product.nodata == info.min else info.min
     hi = info.max - 1 if product.nodata == info.max else info.max
-    out[ok] = np.clip(np.round(scaled[ok]), lo, hi).astype(product.dtype)
+    np.round(scaled, out=scaled)
+    np.clip(scaled, lo, hi, out=scaled)
+    with np.errstate(invalid="ignore"):  # NaN/inf cast to garbage here and are replaced just below
+        out = scaled.astype(product.dtype)
+    np.putmask(out, bad, product.nodata)
     return out
 
 

@@ -7,7 +7,6 @@ data), the tile grid, the angle grids and the source identities. It lives at
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -95,18 +94,10 @@ class Scene(SceneRef):
     def read_dn(self, bands: Sequence[str], res: int | None = None, level: str = "L2A") -> list[np.ndarray]:
         """Raw DN arrays (as stored, uint16) of ``bands`` on the ``res`` grid, read concurrently.
 
-        Resampling as in :meth:`reflectance`; convert with :meth:`reflectance_lut` (or :meth:`reflectance`).
+        Resampling as in :meth:`reflectance`; convert with :func:`steps.science.radiometry.dn_to_reflectance`
+        and :meth:`band_info` (scale, offset).
         """
         return read_bands([self._band_read(b, res, level) for b in bands])
-
-    def reflectance_lut(self, band: str, level: str = "L2A") -> np.ndarray:
-        """Lookup table uint16 DN → float32 reflectance of ``band`` (65536 entries; entry 0 is NaN).
-
-        ``lut[dn]`` equals :func:`steps.science.radiometry.dn_to_reflectance` bit for bit (it *is* that
-        function evaluated on every possible DN) and is several times faster on a full band.
-        """
-        info = self.band_info(band, level)
-        return _reflectance_lut(info.scale, info.offset)
 
     def reflectance(self, band: str, res: int | None = None, level: str = "L2A",
                     out: np.ndarray | None = None) -> np.ndarray:
@@ -134,9 +125,6 @@ class Scene(SceneRef):
 
     def _to_reflectance(self, band: str, level: str, dn: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         info = self.band_info(band, level)
-        if dn.dtype == np.uint16:
-            # uint16 DN always index inside the 65536-entry table: 'clip' never clips, it only avoids buffering
-            return np.take(_reflectance_lut(info.scale, info.offset), dn, out=out, mode="clip")
         refl = dn_to_reflectance(dn, info.scale, info.offset)
         if out is None:
             return refl
@@ -146,13 +134,6 @@ class Scene(SceneRef):
     def dump(self) -> bytes:
         """Canonical JSON bytes."""
         return (json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True) + "\n").encode()
-
-
-@functools.lru_cache(maxsize=64)
-def _reflectance_lut(scale: float, offset: float) -> np.ndarray:
-    lut = dn_to_reflectance(np.arange(65536, dtype=np.uint16), scale, offset)
-    lut.flags.writeable = False
-    return lut
 
 
 def load_scene(href: str) -> Scene:

@@ -111,6 +111,28 @@ def test_area_over_two_tiles_uses_one_tile_per_acquisition(overlap_catalog: Path
     assert shapely  # imported for the geometry types the provider builds
 
 
+def test_area_across_the_overlap_splits_pixels_at_the_midpoint_between_tile_centres(
+        overlap_catalog: Path) -> None:
+    from covjson_pydantic.coverage import CoverageCollection
+
+    a, b = _lonlat(600541.0, 1599700.0), _lonlat(600599.0, 1599641.0)
+    doc = _provider(overlap_catalog).query(query_type="cube", bbox=[a.x, b.y, b.x, a.y], datetime_="../..",
+                                           select_properties=["ndvi"])
+    CoverageCollection.model_validate_json(json.dumps(doc))
+    by_item = {}
+    for cov in doc["coverages"]:
+        xs = cov["domain"]["axes"]["x"]["values"]
+        vals = np.array(cov["ranges"]["ndvi"]["values"], dtype=object).reshape(cov["ranges"]["ndvi"]["shape"])
+        for k, item_id in enumerate(cov["raw2ready:items"]):
+            present = np.array([[v is not None for v in row] for row in vals[k]])
+            cols = {xs[ix] for ix in np.flatnonzero(present.any(axis=0))}
+            by_item[item_id] = (cols, {v for v in vals[k].ravel() if v is not None})
+    # centres at 600320 (A) and 600820 (B): the 13 January acquisition splits at x = 600570
+    assert by_item["A1"] == ({600545.0, 600555.0, 600565.0}, {0.1})
+    assert by_item["B1"] == ({600575.0, 600585.0, 600595.0}, {0.2})
+    assert by_item["A2"][0] == {600545.0, 600555.0, 600565.0, 600575.0, 600585.0, 600595.0}
+
+
 def test_nodata_pixel_is_null(overlap_catalog: Path) -> None:
     doc = _provider(overlap_catalog).query(query_type="position", wkt=_lonlat(600005.0, 1599995.0),
                                            datetime_="../..", select_properties=[])

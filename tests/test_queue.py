@@ -209,6 +209,7 @@ def test_kill_9_mid_order_redelivers_and_converges_to_the_uninterrupted_catalog(
     assert stats.received == len(orders) and stats.dead == 0 and stats.retried == 0
     assert stats.redelivered == 1  # the order that was running when the worker died
     assert (out / done_key(first.message_id)).exists()
+    assert not list((out / "orders").glob("*.redeliveries.json"))  # counted once, cleared when done
     assert _assert_no_partial_products(out) == 10 >= visible_before
     assert _products(out) == _products(processed)
     assert queue_depths(queue=queue) == {queue: 0, f"{queue}.retry": 0, f"{queue}.dead": 0}
@@ -415,3 +416,43 @@ def test_heartbeats_keep_flowing_while_a_long_order_runs(queue: str, tmp_path: P
     stats = Worker(queue=queue, max_orders=1, heartbeat=1, runner=long).run(install_signals=False)
     assert stats.done == 1
     assert queue_depths(queue=queue)[queue] == 0
+
+
+@pytest.mark.s3
+def test_worker_writes_products_and_done_records_to_s3(queue: str, s3_env: dict[str, str], demo_archive: Path,
+                                                       ) -> None:
+    from steps.storage import open_storage
+
+    from r2r_helpers import make_bucket
+
+    bucket = f"q-{uuid.uuid4().hex[:8]}"
+    make_bucket(bucket)
+    out = f"s3://{bucket}/products"
+    order = WorkOrder(tiles="47PQR", start=date(2024, 1, 1), end=date(2024, 1, 31), source=str(demo_archive),
+                      out=out)
+    publish_orders([order, order], queue=queue)
+    stats = Worker(queue=queue, max_orders=2).run(install_signals=False)
+    assert (stats.done, stats.already_done, stats.dead) == (1, 1, 0)
+    store = open_storage(out)
+    record = json.loads(store.read_bytes(done_key(order.message_id)))
+    [scene] = record["scenes"]
+    key = f"raw2ready-s2-vegetation/2024/Q1/01/{scene['scene_id']}/{scene['scene_id']}.json"
+    assert store.exists(key) and store.exists("catalog.json")
+
+
+def test_an_order_whose_worker_keeps_dying_is_dead_lettered(queue: str, tmp_path: Path) -> None:
+    order = _orders(tmp_path, tmp_path / "out", [(2024, 1)], tiles=("47PPR",))[0]
+    publish_orders([order], queue=queue)
+    conn = connect(BROKER)  # a worker that takes the order and dies: the broker redelivers it
+    assert conn.channel().basic_get(queue, auto_ack=False)[0] is not None
+    conn.close()
+    called: list[str] = []
+
+    def runner(o: WorkOrder) -> Outcome:
+        called.append(o.message_id)
+        return Outcome("ack", "done")
+
+    stats = Worker(queue=queue, max_orders=1, max_redeliveries=0, runner=runner).run(install_signals=False)
+    assert (stats.dead, stats.redelivered, called) == (1, 1, [])
+    [dead] = peek_dead(queue=queue)
+    assert dead.exit_code == 1 and "redelivered 1 times" in dead.reason

@@ -184,6 +184,10 @@ def load_index(catalog: str, check_interval_s: float | None = None) -> tuple[Cat
             return entry.index, entry.storage
         doc = json.loads(storage.read_bytes(INDEX_KEY))
         index = CatalogIndex.from_json(doc)
+        if entry is not None:
+            from steps.edr.reader import invalidate
+
+            invalidate()  # a republished scene may have replaced a COG: reopen datasets
         _CACHE[catalog] = _Entry(stamp, now, index, storage)
         log.info("loaded catalog index %s: %d items", storage.url(INDEX_KEY), len(index.items))
         return index, storage

@@ -21,11 +21,12 @@ Conventions
     * Values are physical: stored × scale + offset (:mod:`steps.products`); stored no-data (−32768 for NDVI
       and LAI — cloud-masked pixels included — and 255 for ``cloud_mask``/``lai_flags``) is ``null``.
     * Overlapping MGRS tiles: an acquisition is (platform, sensing time to the second); neighbouring tiles of
-      one datatake share it. Among the tiles of one acquisition that cover the query, the one whose raster
-      centre is nearest to the query point (or the geometry's centroid), measured in metres in that tile's
-      own UTM CRS and rounded to the metre, is used — the most interior view; ties go to the smaller
-      tile id. Exactly one value per
-      acquisition and pixel is returned.
+      one datatake share it. A ground location is served by the tile of that acquisition whose raster centre
+      is nearest to it (distance in metres in each tile's own UTM CRS, rounded to the metre; ties go to the
+      smaller tile id) — the most interior view. ``position`` therefore returns exactly one value per
+      acquisition; for an area each tile's grid keeps only the pixels it owns by that rule (the others are
+      null), so a location appears once per acquisition even where tiles overlap, and areas spanning
+      several tiles get one grid coverage per tile.
     * Output: CoverageJSON. ``position``: one ``PointSeries`` coverage (axes x, y in CRS84 and t).
       ``area``/``cube``/``radius``: a ``CoverageCollection`` of ``Grid`` coverages in the tile's UTM CRS, one
       per distinct grid (usually one per tile), each with a ``t`` axis over its acquisitions. Each coverage
@@ -185,13 +186,21 @@ class QueryShape:
         c = self.geom.centroid
         return float(c.x), float(c.y)
 
-    def utm_geometry(self, epsg: int) -> BaseGeometry:
-        """The area in ``EPSG:<epsg>`` (edges densified to ≤ 0.005° before projecting)."""
+    def utm_geometry(self, epsg: int, clip: tuple[float, float, float, float]) -> BaseGeometry:
+        """The area in ``EPSG:<epsg>``, limited to the lon/lat box ``clip`` grown by 0.05° (the raster's
+        extent: only that part can meet it, and far outside its UTM zone a projection is meaningless);
+        edges are densified to ≤ 0.005° before projecting. May be empty."""
         if self.radius_m is not None:
             x, y = self.utm_point(epsg)
+            if not (math.isfinite(x) and math.isfinite(y)):
+                return shapely.Polygon()
             return shapely.Point(x, y).buffer(self.radius_m, quad_segs=32)
         assert self.geom is not None
-        dense = shapely.segmentize(self.geom, 0.005)
+        m = 0.05
+        part = shapely.intersection(self.geom, shapely.box(clip[0] - m, clip[1] - m, clip[2] + m, clip[3] + m))
+        if part.is_empty:
+            return shapely.Polygon()
+        dense = shapely.segmentize(part, 0.005)
         tf = _to_utm(epsg)
 
         def fwd(xy: np.ndarray) -> np.ndarray:
@@ -199,6 +208,8 @@ class QueryShape:
             return np.column_stack([x, y])
 
         out = shapely.transform(dense, fwd)
+        if not np.all(np.isfinite(shapely.get_coordinates(out))):
+            return shapely.Polygon()
         if not shapely.is_valid(out):
             out = shapely.make_valid(out)
         return out
@@ -290,6 +301,17 @@ def pixel_of(grid: RasterGrid, x: float, y: float) -> tuple[int, int] | None:
     if 0 <= r < grid.height and 0 <= c < grid.width:
         return r, c
     return None
+
+
+def grid_lonlat_bounds(grid: RasterGrid) -> tuple[float, float, float, float]:
+    """WGS84 (minlon, minlat, maxlon, maxlat) of a UTM grid's extent (corners and edge midpoints)."""
+    from pyproj import Transformer
+
+    x0, y0, x1, y1 = grid.bounds
+    xs = [x0, (x0 + x1) / 2, x1, x1, x1, (x0 + x1) / 2, x0, x0]
+    ys = [y0, y0, y0, (y0 + y1) / 2, y1, y1, y1, (y0 + y1) / 2]
+    lon, lat = Transformer.from_crs(f"EPSG:{grid.epsg}", "EPSG:4326", always_xy=True).transform(xs, ys)
+    return float(min(lon)), float(min(lat)), float(max(lon)), float(max(lat))
 
 
 def window_for_bounds(grid: RasterGrid, bounds: tuple[float, float, float, float]) -> PixelWindow | None:
@@ -430,9 +452,10 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
             return None
         return min(grids, key=lambda g: g.resolution)
 
-    def _choose(self, index: CatalogIndex, shape: QueryShape, trange: TimeRange, params: list[str],
-                covers: Any) -> list[tuple[IndexItem, Any]]:
-        """One (item, coverage info) per acquisition, by the nearest-tile-centre rule; in time order."""
+    def _candidates(self, index: CatalogIndex, shape: QueryShape, trange: TimeRange, params: list[str],
+                    covers: Any) -> dict[tuple[str, str], list[tuple[float, str, IndexItem, Any]]]:
+        """Per acquisition, the covering items as (distance of the reference point to the tile centre in
+        metres, tile, item, coverage info)."""
         groups: dict[tuple[str, str], list[tuple[float, str, IndexItem, Any]]] = defaultdict(list)
         for i in index.select(trange.start, trange.end, shape.lonlat_bounds(), params):
             item = index.items[i]
@@ -440,17 +463,58 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
             if grid is None:
                 log.warning("item %s has no grid for %s in the index; rebuild the catalog", item.id, params)
                 continue
-            info = covers(item, grid)
-            if info is None:
+            hit = covers(item, grid)
+            if hit is None:
                 continue
-            x, y = shape.utm_point(item.epsg)
+            info, (x, y) = hit
             cx, cy = grid.centre
             # compared to the metre, so that a point midway between two centres is a tie (→ tile id)
             dist = round(math.hypot(x - cx, y - cy)) if math.isfinite(x) and math.isfinite(y) else math.inf
             groups[item.acquisition].append((dist, item.tile, item, info))
+        return groups
+
+    def _choose(self, index: CatalogIndex, shape: QueryShape, trange: TimeRange, params: list[str],
+                covers: Any) -> list[tuple[IndexItem, Any]]:
+        """One (item, coverage info) per acquisition, by the nearest-tile-centre rule; in time order."""
+        groups = self._candidates(index, shape, trange, params, covers)
         chosen = [min(g, key=lambda t: (t[0], t[1])) for g in groups.values()]
         chosen.sort(key=lambda t: (t[2].datetime, t[2].tile))
         return [(t[2], t[3]) for t in chosen]
+
+    def _owned(self, item: IndexItem, win: PixelWindow, siblings: list[IndexItem],
+               params: list[str]) -> np.ndarray | None:
+        """Mask of the pixels of ``win`` (on ``item``'s primary grid) that belong to ``item`` rather than to a
+        sibling tile of the same acquisition: those whose centre is nearer (to the metre; ties → smaller tile
+        id) to ``item``'s raster centre than to the centre of any sibling raster that contains them.
+        None when there is no sibling (every pixel is the item's)."""
+        others = [o for o in siblings if o.id != item.id]
+        if not others:
+            return None
+        grid = self._primary(item, params)
+        assert grid is not None
+        xs, ys = pixel_centres(grid, win)
+        X, Y = np.meshgrid(xs, ys)
+        cx, cy = grid.centre
+        mine_d = np.round(np.hypot(X - cx, Y - cy))
+        from pyproj import Transformer
+
+        lon, lat = Transformer.from_crs(f"EPSG:{item.epsg}", "EPSG:4326", always_xy=True).transform(X, Y)
+        keep = np.ones(X.shape, dtype=bool)
+        for o in others:
+            og = self._primary(o, params)
+            if og is None:
+                continue
+            ox, oy = _to_utm(o.epsg).transform(lon, lat)
+            ox, oy = np.asarray(ox), np.asarray(oy)
+            inv = ~og.transform
+            col = inv.a * ox + inv.b * oy + inv.c
+            row = inv.d * ox + inv.e * oy + inv.f
+            inside = (col >= 0) & (col < og.width) & (row >= 0) & (row < og.height)
+            ocx, ocy = og.centre
+            other_d = np.round(np.hypot(ox - ocx, oy - ocy))
+            beats = (other_d < mine_d) | ((other_d == mine_d) & (o.tile < item.tile))
+            keep &= ~(inside & beats)
+        return keep
 
     def _budget(self, n_values: int, what: str) -> None:
         if n_values > self.pixel_budget:
@@ -474,7 +538,7 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
 
         def covers(item: IndexItem, grid: RasterGrid) -> Any:
             x, y = shape.utm_point(item.epsg)
-            return (x, y) if pixel_of(grid, x, y) is not None else None
+            return ((x, y), (x, y)) if pixel_of(grid, x, y) is not None else None
 
         chosen = self._choose(index, shape, trange, params, covers)
         if not chosen:
@@ -515,42 +579,51 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
 
     def _area(self, index: CatalogIndex, storage: Any, shape: QueryShape, trange: TimeRange,
               params: list[str]) -> dict[str, Any]:
-        utm_cache: dict[int, BaseGeometry] = {}
+        utm_cache: dict[RasterGrid, BaseGeometry] = {}
 
-        def geom_in(epsg: int) -> BaseGeometry:
-            if epsg not in utm_cache:
-                g = shape.utm_geometry(epsg)
+        def geom_in(grid: RasterGrid) -> BaseGeometry:
+            if grid not in utm_cache:
+                g = shape.utm_geometry(grid.epsg, grid_lonlat_bounds(grid))
                 shapely.prepare(g)
-                utm_cache[epsg] = g
-            return utm_cache[epsg]
+                utm_cache[grid] = g
+            return utm_cache[grid]
 
         def covers(item: IndexItem, grid: RasterGrid) -> Any:
-            g = geom_in(item.epsg)
+            g = geom_in(grid)
             if g.is_empty:
                 return None
-            return window_for_bounds(grid, g.bounds)
+            win = window_for_bounds(grid, g.bounds)
+            if win is None:
+                return None
+            c = g.centroid
+            return win, (float(c.x), float(c.y))
 
-        chosen = self._choose(index, shape, trange, params, covers)
-        if not chosen:
+        acquisitions = self._candidates(index, shape, trange, params, covers)
+        if not acquisitions:
             raise ProviderNoDataError(user_msg="no acquisition covers this area in the requested time range")
+        chosen = [(t[2], t[3]) for cands in acquisitions.values() for t in cands]
         total = sum(win.size for _, win in chosen) * len(params)
-        self._budget(total, f"pixels × {len(chosen)} time steps × {len(params)} parameters")
+        self._budget(total, f"pixels × {len(acquisitions)} acquisitions × {len(params)} parameters")
+        # where tiles of one acquisition overlap, each pixel goes to the tile whose centre is nearest to it
+        owned = {item.id: self._owned(item, win, [t[2] for t in acquisitions[item.acquisition]], params)
+                 for item, win in chosen}
+        chosen = [(item, win) for item, win in chosen if owned[item.id] is None or owned[item.id].any()]
 
         # group acquisitions sharing one grid window (same tile) into one Grid coverage with a t axis
         groups: dict[tuple[Any, ...], list[tuple[IndexItem, PixelWindow]]] = defaultdict(list)
-        for item, win in chosen:
+        for item, win in sorted(chosen, key=lambda iw: (iw[0].datetime, iw[0].tile)):
             grid = self._primary(item, params)
             assert grid is not None
             groups[(item.epsg, tuple(grid.transform)[:6], grid.width, grid.height, win)].append((item, win))
 
         plans = []  # per group: (items, grid, win, xs, ys, inside, per-param sampling)
         reqs: list[WindowRead] = []
-        for (epsg, _t, _w, _h, win), members in sorted(groups.items(), key=lambda kv: kv[1][0][0].datetime):
+        for (_epsg, _t, _w, _h, win), members in sorted(groups.items(), key=lambda kv: kv[1][0][0].datetime):
             grid = self._primary(members[0][0], params)
             assert grid is not None
             xs, ys = pixel_centres(grid, win)
             X, Y = np.meshgrid(xs, ys)
-            inside = shapely.contains_xy(geom_in(epsg), X, Y)
+            inside = shapely.contains_xy(geom_in(grid), X, Y)
             samplers: dict[str, Any] = {}
             for k in params:
                 kg = next((it.grids[k] for it, _ in members if k in it.grids and k in it.assets), None)
@@ -602,6 +675,9 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                         plane[ok] = a[rr[ok], cc[ok]]
                         cube[ti] = plane
                     cube[ti][~inside] = p.nodata
+                    mine = owned[members[ti][0].id]
+                    if mine is not None:
+                        cube[ti][~mine] = p.nodata
                 ranges[k] = {"type": "NdArray", "dataType": _dtype(p), "axisNames": ["t", "y", "x"],
                              "shape": [nt, win.height, win.width], "values": to_physical(cube, p)}
             epsg = members[0][0].epsg

@@ -1,19 +1,30 @@
-"""Windowed COG reads in a shared thread pool.
+"""Windowed COG reads on a set of reader threads, with open datasets kept per thread.
 
-Each read opens the COG, reads one window of band 1 (GDAL fetches and decodes only the internal blocks that
-the window touches: one 512² block for a point) and closes it. Reads run in a process-wide thread pool;
-GDAL releases the GIL while it decompresses, so reads of many dates overlap. For ``s3://`` catalogs every
-pool thread enters :func:`steps.storage.gdal_env` once (rasterio's environment is thread-local).
+A read asks for one window of band 1 of one COG; GDAL fetches and decodes only the internal blocks the
+window touches (one 512² block for a point). Opening a COG costs more than reading a cached block (header
+parsing, CRS, GDAL environment checks — mostly under the GIL), so datasets stay open:
 
-Values are returned as stored (raw integers); scaling and no-data handling belong to the caller.
+* reads are *sharded*: each URL always goes to the same single-threaded executor (by a stable hash), so
+  each COG is opened at most once per process and used by one thread only (rasterio datasets are not
+  thread-safe);
+* each shard keeps an LRU of at most ``handles_per_thread`` open datasets (bounding file descriptors to
+  ``threads × handles_per_thread``);
+* GDAL releases the GIL while it decompresses and does I/O, so the shards overlap.
+
+Product COGs are immutable once published (see :mod:`steps.catalog`); :func:`invalidate` (called when the
+catalog index changes) makes every shard drop its open datasets before its next read anyway.
+For ``s3://`` catalogs each shard enters :func:`steps.storage.gdal_env` once (rasterio's environment is
+per thread). Values are returned as stored (raw integers); scaling and no-data belong to the caller.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import zlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,49 +44,86 @@ class WindowRead:
     width: int
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-_POOL_SIZE = 8
-_THREAD = threading.local()
+_SHARDS: list[ThreadPoolExecutor] = []
+_LOCK = threading.Lock()
+_TLS = threading.local()
+_GENERATION = 0
+_HANDLES = 64
+
+
+def invalidate() -> None:
+    """Make every reader thread close its open datasets before its next read."""
+    global _GENERATION
+    _GENERATION += 1
 
 
 def _init_thread(remote: bool) -> None:
-    if remote:
-        from steps.storage import gdal_env
+    import rasterio
 
-        env = gdal_env()
-        env.__enter__()  # kept for the thread's lifetime: pool threads live as long as the process
-        _THREAD.env = env
+    from steps.storage import gdal_env
+
+    # one environment per thread for its lifetime: avoids rasterio setting one up around every open
+    env = gdal_env() if remote else rasterio.Env()
+    env.__enter__()
+    _TLS.env = env
+    _TLS.handles = OrderedDict()
+    _TLS.generation = _GENERATION
 
 
-def _pool(workers: int, remote: bool) -> ThreadPoolExecutor:
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL_SIZE = max(1, workers)
-            _POOL = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="edr-read",
-                                       initializer=_init_thread, initargs=(remote,))
-        return _POOL
+def _shards(threads: int, remote: bool, handles: int) -> list[ThreadPoolExecutor]:
+    global _HANDLES
+    with _LOCK:
+        if not _SHARDS:
+            _HANDLES = max(1, handles)
+            for i in range(max(1, threads)):
+                _SHARDS.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"edr-read-{i}",
+                                                  initializer=_init_thread, initargs=(remote,)))
+        return _SHARDS
+
+
+def _dataset(url: str) -> Any:
+    import rasterio
+
+    handles: OrderedDict[str, Any] = _TLS.handles
+    if _TLS.generation != _GENERATION:
+        for ds in handles.values():
+            ds.close()
+        handles.clear()
+        _TLS.generation = _GENERATION
+    ds = handles.get(url)
+    if ds is None:
+        ds = rasterio.open(url)
+        handles[url] = ds
+        if len(handles) > _HANDLES:
+            _old, oldest = handles.popitem(last=False)
+            oldest.close()
+    else:
+        handles.move_to_end(url)
+    return ds
 
 
 def _read(req: WindowRead) -> np.ndarray:
-    import rasterio
     from rasterio.windows import Window
 
-    with rasterio.open(req.url) as ds:
+    try:
+        ds = _dataset(req.url)
         return np.asarray(ds.read(1, window=Window(req.col0, req.row0, req.width, req.height)))
+    except Exception:
+        stale = _TLS.handles.pop(req.url, None)  # never keep a handle that failed
+        if stale is not None:
+            stale.close()
+        raise
 
 
-def read_windows(reqs: Sequence[WindowRead], *, workers: int = 8, remote: bool = False) -> list[np.ndarray]:
-    """Read all windows, in parallel, in order. ``remote``: the URLs are ``s3://``/``https://``."""
+def read_windows(reqs: Sequence[WindowRead], *, workers: int = 8, remote: bool = False,
+                 handles_per_thread: int = 64) -> list[np.ndarray]:
+    """Read all windows on the reader threads (``workers`` of them, fixed at first use); results in order.
+
+    ``remote``: the URLs are ``s3://``/``https://`` (each reader thread then holds a GDAL S3 environment).
+    """
     if not reqs:
         return []
-    if len(reqs) == 1 and not remote:
-        return [_read(reqs[0])]
-    pool = _pool(workers, remote)
-    return list(pool.map(_read, reqs))
-
-
-def map_parallel(fn: Callable[[Any], Any], args: Sequence[Any], *, workers: int = 8, remote: bool = False) -> list[Any]:
-    """Apply ``fn`` to each element of ``args`` in the read pool; results in order."""
-    return list(_pool(workers, remote).map(fn, args))
+    shards = _shards(workers, remote, handles_per_thread)
+    futures: list[Future[np.ndarray]] = [
+        shards[zlib.crc32(r.url.encode()) % len(shards)].submit(_read, r) for r in reqs]
+    return [f.result() for f in futures]
