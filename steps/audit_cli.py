@@ -72,7 +72,7 @@ def audit_cmd(source: str, out: str, tiles: str, start: str, end: str, by: str, 
         from steps.queue import publish_orders
 
         orders = requeue_plan(storage, report, source, out)
-        n = publish_orders(orders)
+        n = publish_orders(orders, recheck=True)  # re-check orders already marked done
         click.echo(f"requeued {n} work order(s) for {len(orders)} tile-month(s)")
     click.echo("complete" if report.complete else "INCOMPLETE")
     sys.exit(0 if report.complete else EXIT_INCOMPLETE)

@@ -31,7 +31,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     if verbose == 0 and not quiet:
         level = getattr(logging, get_settings().log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("botocore", "boto3", "urllib3", "rasterio", "rio_cogeo", "s3transfer", "stac_validator"):
+    for noisy in ("botocore", "boto3", "urllib3", "rasterio", "rio_cogeo", "s3transfer", "stac_validator", "pika"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -99,15 +99,9 @@ def _tiles_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _validate_tiles(tiles: str) -> list[str]:
-    from steps.grid import normalize_tiles
+    from steps.grid import tiles_argument
 
-    try:
-        out = normalize_tiles(tiles)
-    except InvalidInputError as exc:
-        raise UsageError(str(exc)) from exc
-    if not out:
-        raise UsageError("no tiles given")
-    return out
+    return tiles_argument(tiles)
 
 
 def _validate_dates(start: str, end: str) -> None:

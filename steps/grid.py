@@ -170,6 +170,19 @@ def parse_tile(tile_id: str) -> Tile:
                 ulx=float(ulx), uly=float(uly))
 
 
+def tiles_argument(text: str) -> list[str]:
+    """A ``--tiles`` command-line value → canonical ids; bad or empty input is a ``UsageError`` (exit 2)."""
+    from steps.errors import UsageError
+
+    try:
+        out = normalize_tiles(text)
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from exc
+    if not out:
+        raise UsageError("no tiles given")
+    return out
+
+
 def normalize_tiles(tiles: str | list[str]) -> list[str]:
     """Split a comma/space separated tile list, validate each id and return canonical ids, sorted."""
     items = tiles.replace(",", " ").split() if isinstance(tiles, str) else list(tiles)

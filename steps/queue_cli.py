@@ -14,7 +14,7 @@ from datetime import date
 
 import click
 
-from steps.errors import InvalidInputError, UsageError
+from steps.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -26,20 +26,14 @@ def _quiet_pika() -> None:
 
 def _select_tiles(tiles: str | None, aoi: str | None, bbox: str | None = None) -> list[str]:
     """Exactly one of --tiles/--aoi/--bbox → canonical tile ids."""
-    from steps.grid import normalize_tiles
+    from steps.grid import tiles_argument
     from steps.tiles import aoi_tiles, parse_bbox, tiles_for_bbox
 
     given = [n for n, v in (("--tiles", tiles), ("--aoi", aoi), ("--bbox", bbox)) if v]
     if len(given) != 1:
         raise UsageError("give exactly one of --tiles" + (", --aoi or --bbox" if bbox is not None else " or --aoi"))
     if tiles:
-        try:
-            out = normalize_tiles(tiles)
-        except InvalidInputError as exc:
-            raise UsageError(str(exc)) from exc
-        if not out:
-            raise UsageError("no tiles given")
-        return out
+        return tiles_argument(tiles)
     if aoi:
         return aoi_tiles(aoi)
     assert bbox is not None

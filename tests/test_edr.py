@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from edr_helpers import Server, get, index_items, physical, query_url, read_pixel, serving
 
-BUDGET = 100_000  # values; a whole 120² demo tile × 5 dates × 2 parameters (144 000) is above it
+BUDGET = 50_000  # values; a whole 120² demo tile × ≥ 3 dates × 2 parameters is above it
 
 
 @pytest.fixture(scope="module")
@@ -128,26 +128,25 @@ def test_parameter_name_selects_parameters(server: Server, processed: Path, item
     assert set(doc["ranges"]) == {"ndvi"}
 
 
-@pytest.mark.parametrize(("which", "expect"), [
-    ("date", [2]), ("second", [2]), ("interval", [1, 2, 3]), ("open-start", [0, 1, 2]), ("open-end", [3, 4]),
-    ("empty-start", [0, 1]),
-])
+@pytest.mark.parametrize("which", ["date", "second", "interval", "open-start", "open-end", "empty-start"])
 def test_datetime_instants_intervals_and_open_ends(server: Server, processed: Path, items: list[dict[str, Any]],
-                                                   which: str, expect: list[int]) -> None:
+                                                   which: str) -> None:
     series = _tile_items(items, "47PPR")
-    assert len(series) >= 5
+    assert len(series) >= 3
     d = [it["datetime"] for it in series]
-    value = {
-        "date": d[2][:10],
-        "second": d[2][:19] + "Z",
-        "interval": f"{d[1][:10]}/{d[3][:10]}",
-        "open-start": f"../{d[2][:10]}",
-        "open-end": f"{d[3][:10]}/..",
-        "empty-start": f"/{d[1][:19]}Z",
+    k = len(d) // 2
+    value, keep = {
+        "date": (d[k][:10], lambda t: t[:10] == d[k][:10]),
+        "second": (d[k][:19] + "Z", lambda t: t[:19] == d[k][:19]),
+        "interval": (f"{d[1][:10]}/{d[-2][:10]}", lambda t: d[1][:10] <= t[:10] <= d[-2][:10]),
+        "open-start": (f"../{d[k][:10]}", lambda t: t[:10] <= d[k][:10]),
+        "open-end": (f"{d[k][:10]}/..", lambda t: t[:10] >= d[k][:10]),
+        "empty-start": (f"/{d[1][:19]}Z", lambda t: t[:19] <= d[1][:19]),
     }[which]
     lon, lat = _lonlat_of_pixel(processed / series[0]["assets"]["ndvi"], 50, 50)
     doc = _position(server, "ndvi", lon, lat, datetime=value)
-    assert doc["raw2ready:items"] == [series[i]["id"] for i in expect]
+    expected = [it["id"] for it in series if keep(it["datetime"])]
+    assert expected and doc["raw2ready:items"] == expected
 
 
 def test_no_acquisition_in_range_is_no_content(server: Server, processed: Path, items: list[dict[str, Any]]) -> None:

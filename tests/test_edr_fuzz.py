@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,10 @@ def test_edr_endpoints_never_answer_5xx(edr_schema: Any, fuzz_server: Server) ->
     # Each operation is driven by its own hypothesis strategy inside this test (schemathesis'
     # ``pytest.from_fixture`` plugin path does not work with pytest 9).
     ops = [r.ok() for sch in edr_schema for r in sch.get_all_operations()]
+    from covjson_pydantic.coverage import Coverage, CoverageCollection
+
     statuses: list[int] = []
+    validated: list[str] = []
     assert len(ops) == 16  # {examples, any string} × {ndvi, lai} × {position, radius, area, cube}
     for op in ops:
 
@@ -52,9 +56,15 @@ def test_edr_endpoints_never_answer_5xx(edr_schema: Any, fuzz_server: Server) ->
         def check(case: Any) -> None:
             resp = case.call_and_validate(base_url=fuzz_server.base, checks=[not_a_server_error], timeout=60)
             statuses.append(resp.status_code)
-            print("FUZZ", resp.status_code, case.path, case.query, resp.text[:100])
+            if resp.status_code == 200 and resp.content[:1] == b"{":  # JSON, not the HTML page (f=html)
+                body = json.loads(resp.content)
+                if body.get("type") in ("Coverage", "CoverageCollection"):
+                    model = Coverage if body["type"] == "Coverage" else CoverageCollection
+                    model.model_validate_json(resp.content)
+                    validated.append(body["type"])
 
         check()
     # the fuzzer really exercised the server, with both answers and refusals
     assert len(statuses) >= 16 * 5
     assert 200 in statuses and 400 in statuses
+    assert validated  # every CoverageJSON answer validated with covjson-pydantic

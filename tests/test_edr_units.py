@@ -198,3 +198,58 @@ def test_datetime_grammar_rejects(text: str) -> None:
         return
     with pytest.raises(DatetimeQueryError):
         parse_datetime_query(text)
+
+
+@pytest.mark.s3
+def test_catalog_in_s3_is_read_through_gdal_and_cached_by_etag(overlap_catalog: Path, s3_env: dict[str, str]) -> None:
+    from steps.edr.index import load_index
+
+    from r2r_helpers import make_bucket, upload_tree
+
+    make_bucket("edr")
+    upload_tree(overlap_catalog, "edr", "cat")
+    p = _provider(overlap_catalog, index_check_interval_s=0)
+    p.catalog = "s3://edr/cat"
+    doc = p.query(query_type="position", wkt=_lonlat(600515.0, 1599685.0), datetime_="../..",
+                  select_properties=["ndvi"])
+    assert doc["raw2ready:items"] == ["A1", "A2"] and doc["ranges"]["ndvi"]["values"] == [0.1, 0.3]
+    first, _ = load_index("s3://edr/cat", 0)
+    assert load_index("s3://edr/cat", 0)[0] is first  # same ETag: no reload
+    idx = overlap_catalog / "raw2ready-s2-vegetation/index.json"
+    doc_idx = json.loads(idx.read_text())
+    doc_idx["items"] = doc_idx["items"][:1]
+    from steps.storage import open_storage
+
+    open_storage("s3://edr/cat").write_bytes("raw2ready-s2-vegetation/index.json", json.dumps(doc_idx).encode())
+    assert [it.id for it in load_index("s3://edr/cat", 0)[0].items] == ["A1"]
+
+
+def test_serve_explains_itself_and_refuses_a_catalog_without_index(tmp_path: Path) -> None:
+    from r2r_helpers import run_cli
+
+    res = run_cli("serve", "--help")
+    assert res.returncode == 0 and "--write-config-only" in res.stdout and "--pixel-budget" in res.stdout
+    res = run_cli("serve", "--catalog", str(tmp_path), "--write-config-only")
+    assert res.returncode == 3, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("raw2ready:")] == [
+        f"raw2ready: invalid input: no catalog index below {tmp_path} (run `raw2ready catalog rebuild` first)"]
+
+
+def test_serve_write_config_only_writes_both_files_and_prints_example_urls(overlap_catalog: Path,
+                                                                           tmp_path: Path) -> None:
+    import yaml
+
+    from r2r_helpers import run_cli
+
+    out = tmp_path / "cfg"
+    res = run_cli("-q", "serve", "--catalog", str(overlap_catalog), "--config-out", str(out), "--write-config-only",
+                  "--url", "https://edr.example.org", "--pixel-budget", "1234")
+    assert res.returncode == 0, res.stderr
+    cfg = yaml.safe_load((out / "pygeoapi-config.yml").read_text())
+    assert set(cfg["resources"]) == {"ndvi", "lai"}
+    prov = cfg["resources"]["ndvi"]["providers"][0]
+    assert prov["name"] == "steps.edr.provider.Raw2ReadyEDRProvider" and prov["options"]["pixel_budget"] == 1234
+    assert cfg["server"]["url"] == "https://edr.example.org"
+    oas = yaml.safe_load((out / "pygeoapi-openapi.yml").read_text())
+    assert "/collections/ndvi/position" in oas["paths"] and "/collections/lai/cube" in oas["paths"]
+    assert "https://edr.example.org/collections/ndvi/position?coords=POINT(" in res.stdout

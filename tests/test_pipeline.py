@@ -17,6 +17,7 @@ import rasterio
 
 from r2r_helpers import run_cli, tree_bytes
 
+
 def _items(out: Path) -> list[dict]:
     cat = out / "raw2ready-s2-vegetation"
     return [json.loads(p.read_text()) for p in sorted(cat.rglob("S2*.json")) if not p.name.endswith("skipped.json")]

@@ -134,14 +134,14 @@ def test_enqueue_then_worker_publishes_the_orders_items(queue: str, demo_archive
     assert (stats.done, stats.dead, stats.retried) == (4, 0, 0)
     got = _products(out)
     want = _products(processed)
-    items = [k for k in got if k.endswith(".json") and "/2022/Q1/02/" in k and k.count("/") == 5]
-    assert len(items) == 2  # 2022-02-02 for both tiles; 2022-01-23 is fully clouded → skip records
-    assert sum(k.endswith(".skipped.json") for k in got) == 2
-    for k in items:
-        assert got[k] == want[k]
-        for asset in ("ndvi.tif", "lai.tif", "lai_flags.tif", "cloud_mask.tif"):
-            a = k.rsplit("/", 1)[0] + "/" + asset
-            assert got[a] == want[a]
+
+    def scene_files(tree: dict[str, bytes]) -> dict[str, bytes]:
+        # raw2ready-s2-vegetation/2022/Q1/<01|02>/<scene_id>/<file>: items, assets and skip records
+        return {k: v for k, v in tree.items() if k.count("/") == 5 and "/2022/Q1/0" in k}
+
+    assert scene_files(got) == scene_files(want)
+    assert sum(k.endswith(".tif") for k in scene_files(got)) >= 4  # at least one scene with its 4 COGs
+    assert sum(k.endswith(".skipped.json") for k in scene_files(got)) >= 2  # 2022-01-23 is fully clouded
     for o in _orders(demo_archive, out, [(2022, 1), (2022, 2)]):
         record = json.loads((out / done_key(o.message_id)).read_text())
         assert record["order"]["tiles"] == o.tiles and record["message_id"] == o.message_id
@@ -210,7 +210,7 @@ def test_kill_9_mid_order_redelivers_and_converges_to_the_uninterrupted_catalog(
     assert stats.redelivered == 1  # the order that was running when the worker died
     assert (out / done_key(first.message_id)).exists()
     assert not list((out / "orders").glob("*.redeliveries.json"))  # counted once, cleared when done
-    assert _assert_no_partial_products(out) == 10 >= visible_before
+    assert _assert_no_partial_products(out) == _assert_no_partial_products(processed) >= visible_before
     assert _products(out) == _products(processed)
     assert queue_depths(queue=queue) == {queue: 0, f"{queue}.retry": 0, f"{queue}.dead": 0}
 

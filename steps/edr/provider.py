@@ -607,7 +607,7 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
         # where tiles of one acquisition overlap, each pixel goes to the tile whose centre is nearest to it
         owned = {item.id: self._owned(item, win, [t[2] for t in acquisitions[item.acquisition]], params)
                  for item, win in chosen}
-        chosen = [(item, win) for item, win in chosen if owned[item.id] is None or owned[item.id].any()]
+        chosen = [(item, win) for item, win in chosen if _any_or_none(owned[item.id])]
 
         # group acquisitions sharing one grid window (same tile) into one Grid coverage with a t axis
         groups: dict[tuple[Any, ...], list[tuple[IndexItem, PixelWindow]]] = defaultdict(list)
@@ -704,6 +704,10 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
             "parameters": {k: covjson_parameter(BY_KEY[k]) for k in params},
             "coverages": coverages,
         }
+
+
+def _any_or_none(mask: np.ndarray | None) -> bool:
+    return mask is None or bool(mask.any())
 
 
 def _dtype(p: Product) -> str:

@@ -44,7 +44,7 @@ class WindowRead:
     width: int
 
 
-_SHARDS: list[ThreadPoolExecutor] = []
+_SHARDS: dict[bool, list[ThreadPoolExecutor]] = {}  # remote? -> reader threads
 _LOCK = threading.Lock()
 _TLS = threading.local()
 _GENERATION = 0
@@ -73,12 +73,13 @@ def _init_thread(remote: bool) -> None:
 def _shards(threads: int, remote: bool, handles: int) -> list[ThreadPoolExecutor]:
     global _HANDLES
     with _LOCK:
-        if not _SHARDS:
+        if remote not in _SHARDS:
             _HANDLES = max(1, handles)
-            for i in range(max(1, threads)):
-                _SHARDS.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"edr-read-{i}",
-                                                  initializer=_init_thread, initargs=(remote,)))
-        return _SHARDS
+            _SHARDS[remote] = [
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"edr-read-{'s3' if remote else 'fs'}-{i}",
+                                   initializer=_init_thread, initargs=(remote,))
+                for i in range(max(1, threads))]
+        return _SHARDS[remote]
 
 
 def _dataset(url: str) -> Any:
@@ -118,6 +119,9 @@ def _read(req: WindowRead) -> np.ndarray:
 def read_windows(reqs: Sequence[WindowRead], *, workers: int = 8, remote: bool = False,
                  handles_per_thread: int = 64) -> list[np.ndarray]:
     """Read all windows on the reader threads (``workers`` of them, fixed at first use); results in order.
+
+    Local and remote catalogs get separate reader threads; a remote thread's GDAL environment is built from
+    the settings (``RAW2READY_S3_*``) current when the thread starts.
 
     ``remote``: the URLs are ``s3://``/``https://`` (each reader thread then holds a GDAL S3 environment).
     """
