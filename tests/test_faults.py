@@ -158,3 +158,39 @@ def test_bad_inputs_give_exit_3_or_skipped_and_the_rest_completes(tmp_path: Path
     assert len(list((out / "failures").glob("*.json"))) == 4
     status = run_cli("status", "--out", str(out), "--json")
     assert json.loads(status.stdout)["total"] == {"done": 2, "skipped": 2, "failed": 4, "missing": 0}
+
+
+@pytest.mark.broker
+def test_audit_requeue_and_a_worker_restore_deleted_and_corrupted_assets(
+        processed: Path, demo_archive: Path, demo_range: tuple[list[str], str, str], tmp_path: Path) -> None:
+    """The issue's acceptance path end to end: audit names both → --requeue → worker → audit clean."""
+    import uuid
+
+    from steps.queue import delete_topology
+
+    out = _copy(processed, tmp_path / "out")
+    coll = out / "raw2ready-s2-vegetation"
+    deleted = sorted(coll.rglob("cloud_mask.tif"))[1]
+    corrupted = sorted(coll.rglob("ndvi.tif"))[-2]
+    deleted.unlink()
+    corrupted.write_bytes(corrupted.read_bytes()[:-100])  # truncated
+    tiles, start, end = demo_range
+    args = ["--source", str(demo_archive), "--out", str(out), "--tiles", ",".join(tiles),
+            "--start", start, "--end", end]
+    queue = f"r2r-test-requeue-{uuid.uuid4().hex[:8]}"
+    env = {"RAW2READY_QUEUE_NAME": queue, "RAW2READY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/%2F"}
+    try:
+        res = run_cli("audit", *args, "--requeue", env=env)
+        assert res.returncode == 4, res.stdout + res.stderr
+        assert f"CORRUPT  {deleted.parent.name}" in res.stdout and "cloud_mask missing" in res.stdout
+        assert f"CORRUPT  {corrupted.parent.name}" in res.stdout and "ndvi has" in res.stdout
+        assert "requeued" in res.stdout
+        work = run_cli("-q", "worker", "--idle-exit", "3", env=env)
+        assert work.returncode == 0, work.stderr[-2000:]
+        clean = run_cli("audit", *args, env=env)
+        assert clean.returncode == 0, clean.stdout
+    finally:
+        delete_topology(env["RAW2READY_BROKER_URL"], queue)
+    visible = {k: v for k, v in tree_bytes(out).items()
+               if not k.startswith(("quarantine/", "orders/"))}
+    assert visible == tree_bytes(processed)
