@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@bash .ci/find-python >/dev/null
 	@test -x $(PY) || $$(bash .ci/find-python) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,workflows,serve]'
+	$(PY) -m pip install --quiet -e '.[dev,workflows,serve,bench]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv (Python 3.12) and install raw2ready with all extras
