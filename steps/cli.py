@@ -248,7 +248,25 @@ def demo(workdir: Path, size: int, workers: int) -> None:
         f"  run again (no work): raw2ready run --source {root} --tiles {','.join(tiles)} --start {start} "
         f"--end {end} --out {out.resolve()}"
     )
+    _print_serve_hint(str(out.resolve()))
     sys.exit(summary.exit_code)
+
+
+def _print_serve_hint(out: str) -> None:
+    """Tell the user how to serve ``out`` over OGC API-EDR, with example queries (when pygeoapi is installed)."""
+    try:
+        from steps.edr.config import ServeOptions, example_urls
+        from steps.edr.index import load_index
+    except ImportError:  # a step image without the serve extra
+        click.echo("  serve it over EDR:   pip install 'raw2ready[serve]', then raw2ready serve --catalog " + out)
+        return
+    try:
+        index, _storage = load_index(out)
+    except FileNotFoundError:
+        return
+    click.echo(f"  serve it over EDR:   raw2ready serve --catalog {out} --port 5000\n  then query, e.g.:")
+    for url in example_urls(ServeOptions(catalog=out), index)[2:5]:
+        click.echo(f"    curl '{url}'")
 
 
 @main.command()

@@ -207,7 +207,7 @@ def write_gtiff(storage: LocalStorage | S3Storage, key: str, data: np.ndarray, g
         path = d / Path(key).name
         mem, ds = _mem_dataset(np.asarray(data, dtype=product.dtype), grid, product, tags)
         try:
-            with gdal_env():
+            with gdal_env(), rasterio.Env(**COG_TMP_ENV):
                 rio_copy(ds, str(path), driver="COG", **cog_options(product))
         finally:
             ds.close()
@@ -224,6 +224,15 @@ class PublishedAsset:
     href: str
     checksum: str  # file:checksum multihash
     size: int
+
+
+COG_TMP_ENV = {"COG_TMP_COMPRESSION": "ZSTD", "ZSTD_LEVEL_OVERVIEW": "1"}
+"""GDAL config for the COG driver's *temporary* overview file: ZSTD level 1 instead of the default.
+
+The temporary file is decoded losslessly into the final DEFLATE overviews, so the COG is byte-identical
+(checked on full tiles); it saves ~30 % of the CPU of writing a 10 m NDVI COG. (``COG_TMP_COMPRESSION=NONE``
+would save more but takes another overview code path whose coarse levels differ slightly.)
+"""
 
 
 def cog_options(product: Product) -> dict[str, Any]:
@@ -296,7 +305,8 @@ def publish_cog(src_href: str, storage: LocalStorage | S3Storage, key: str, prod
                 else:
                     out.write_bytes(read_uri(src_href))
             else:
-                with rasterio.open(src_href) as src:  # opening maps s3:// and https:// to GDAL's /vsi paths
+                # opening maps s3:// and https:// to GDAL's /vsi paths
+                with rasterio.Env(**COG_TMP_ENV), rasterio.open(src_href) as src:
                     rio_copy(src, str(out), driver="COG", **cog_options(product))
             valid, errors, _warnings = cog_validate(str(out), quiet=True)
         if not valid:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -72,3 +73,19 @@ def test_step_with_bad_input_exits_3(tmp_path: Path) -> None:
     res = run_cli("step", "ingest", "--scene-id", "x", "--l2a-href", str(tmp_path / "missing.json"),
                   "--out", str(tmp_path))
     _one_line_error(res, 3, "not found")
+
+
+def test_demo_leaves_a_valid_catalog_and_says_how_to_serve_it(tmp_path: Path) -> None:
+    # The README's first command, at a small scene size: exit 0, a catalog that validates (STAC schemas,
+    # recursively, and every asset as a COG), and a closing hint that names `serve` with example queries.
+    res = run_cli("-q", "demo", "--dir", str(tmp_path / "demo"), "--size", "120")
+    assert res.returncode == 0, res.stdout + res.stderr
+    m = re.search(r"scenes: (\d+) done, (\d+) skipped, 0 already complete, 0 failed", res.stdout)
+    assert m, res.stdout
+    assert int(m[1]) + int(m[2]) == 12 and int(m[1]) >= 8  # the fully clouded scenes are skipped, not failed
+    assert "raw2ready serve --catalog" in res.stdout
+    assert "/collections/ndvi/position?coords=POINT(" in res.stdout
+    catalog = tmp_path / "demo" / "products" / "catalog.json"
+    val = run_cli("validate", str(catalog))
+    assert val.returncode == 0, val.stdout + val.stderr
+    assert val.stdout.strip() == f"valid: {catalog}"

@@ -110,3 +110,36 @@ def test_products_equal_the_naive_reference_with_s2cloudless(archive: Path, tmp_
     ndvi = naive.encode_plain(naive.naive_ndvi(scene, mask20), NDVI)
     lai, flags = naive.naive_lai(scene, mask20)
     _assert_close(ours, ndvi, naive.encode_plain(lai, LAI), flags)
+
+
+def test_cog_temp_file_compression_changes_no_byte(tmp_path: Path) -> None:
+    """``COG_TMP_ENV`` (ZSTD level 1 for the COG driver's temporary overview file) is a speed setting only:
+    the written COG equals, byte for byte, the one GDAL writes with its default temporary file."""
+    import steps.raster as raster
+    from steps.products import LAI, NDVI
+    from steps.raster import Grid
+    from steps.storage import LocalStorage
+
+    rng = np.random.default_rng(7)
+    size = 1536  # > 512² blocks, so the file has internal overviews
+    grid = Grid("EPSG:32647", rasterio.Affine(10, 0, 600000, 0, -10, 1600020), (size, size))
+    smooth = np.cumsum(rng.normal(0, 30, (size, size)), axis=1)
+    data = np.clip(smooth, -30000, 30000).astype(np.int16)
+    data[:, : size // 5] = NDVI.nodata  # a swath edge
+    out: dict[str, bytes] = {}
+    for label, env in (("fast", dict(raster.COG_TMP_ENV)), ("default", {})):
+        storage = LocalStorage(tmp_path / label)
+        original = dict(raster.COG_TMP_ENV)
+        raster.COG_TMP_ENV.clear()
+        raster.COG_TMP_ENV.update(env)
+        try:
+            for product in (NDVI, LAI):
+                raster.write_gtiff(storage, f"{product.key}.tif", data, grid, product)
+                out[f"{label}-{product.key}"] = (tmp_path / label / f"{product.key}.tif").read_bytes()
+        finally:
+            raster.COG_TMP_ENV.clear()
+            raster.COG_TMP_ENV.update(original)
+    with rasterio.open(tmp_path / "fast" / "ndvi.tif") as src:
+        assert src.overviews(1), "the test image must have overviews"
+    for product in (NDVI, LAI):
+        assert out[f"fast-{product.key}"] == out[f"default-{product.key}"], product.key
