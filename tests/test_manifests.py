@@ -320,6 +320,11 @@ def test_sensor_maps_message_fields_to_template_parameters_by_name() -> None:
     required = {p["name"] for p in entry["spec"]["arguments"]["parameters"] if "value" not in p}
     assert required <= mapped, "a required template parameter is not fed from the message"
     assert mapped == template_params & set(message_fields)
+    # the filters read the message too: their keys must be message fields as well
+    filters = [f for dep in sensor["spec"]["dependencies"] for f in dep.get("filters", {}).get("data", [])]
+    assert filters
+    for f in filters:
+        assert f["path"].startswith("body.") and f["path"].removeprefix("body.") in message_fields, f["path"]
 
 
 def test_rbac_is_namespaced_and_least_privilege() -> None:
@@ -329,11 +334,35 @@ def test_rbac_is_namespaced_and_least_privilege() -> None:
     for role in roles.values():
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
-    sensor_rules = roles["raw2ready-sensor"]["rules"]
-    assert {v for r in sensor_rules for v in r["verbs"]} == {"create", "get"}
+    # the sensor creates Workflows and, after `argo submit`, lists them by label to find the one it made
+    # (argo-events' argoWorkflow trigger): without `list` each trigger fails and is retried into duplicates
+    sensor_rules = {r["resources"][0]: set(r["verbs"]) for r in roles["raw2ready-sensor"]["rules"]}
+    assert all(len(r["resources"]) == 1 for r in roles["raw2ready-sensor"]["rules"])
+    assert sensor_rules == {"workflows": {"create", "list"}, "workflowtemplates": {"get"}}
     wf_rules = roles["raw2ready-workflow"]["rules"]
     assert wf_rules == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
                          "verbs": ["create", "patch"]}]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_artifact_repository_validates_and_references_the_secret(overlay: str) -> None:
+    """The default artifact repository (a YAML blob in a ConfigMap) is an Argo ArtifactRepository, strictly."""
+    import jsonschema
+
+    cm = next(o for o in built(overlay)
+              if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "artifact-repositories")
+    key = cm["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"]
+    repo = yaml.safe_load(cm["data"][key])
+    schema = {"definitions": _argo_definitions("argo-workflows-v4.1.2.schema.json"),
+              "$ref": "#/definitions/io.argoproj.workflow.v1alpha1.ArtifactRepository"}
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in jsonschema.Draft7Validator(schema).iter_errors(repo)]
+    assert not errors, "\n".join(errors)
+    assert repo["archiveLogs"] is True and repo["s3"]["bucket"]
+    for ref in ("accessKeySecret", "secretKeySecret"):
+        assert repo["s3"][ref]["name"] == "raw2ready-secrets", ref
+    repo["s3"]["bucekt"] = "typo"
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(repo)), "the schema must reject unknown keys"
 
 
 def test_edr_deployment_runs_raw2ready_serve_with_probes_as_non_root() -> None:

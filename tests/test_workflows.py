@@ -123,6 +123,10 @@ def test_container_template_follows_the_step_contract(name: str) -> None:
     rs = t["retryStrategy"]
     assert rs["limit"] == step.retries and rs["backoff"]["duration"] and rs["backoff"]["factor"] >= 2
     assert re.fullmatch(rf'lastRetry\.exitCode == "{EXIT_TRANSIENT}"', rs["expression"])
+    # Argo counts backoff.maxDuration from the first attempt and cuts retry pods' deadlines to it, so a
+    # transient failure late in a long attempt would not be retried: bound the waits with `cap` instead
+    assert "maxDuration" not in rs["backoff"] and rs["backoff"]["cap"]
+    assert t["activeDeadlineSeconds"] > 0
     # resources from the hints
     assert c["resources"]["requests"]["cpu"] == step.resources.cpu
     assert c["resources"]["requests"]["memory"] == step.resources.memory
@@ -233,12 +237,17 @@ def _strings(node: Any) -> list[str]:
 
 
 def _references(text: str) -> list[str]:
-    """Names referenced by ``{{…}}`` tags, including identifiers inside ``{{=expression}}`` tags."""
+    """Names referenced by ``{{…}}`` tags, including every dotted name inside ``{{=expression}}`` tags.
+
+    In expressions, string literals are dropped first; every remaining dotted identifier is a reference
+    (so an unexpected root such as ``steps.`` or ``outputs.`` is reported, not silently skipped).
+    """
     refs = []
     for body in REF.findall(text):
         body = body.strip()
         if body.startswith("="):
-            refs += re.findall(r"\b(?:workflow|inputs|tasks|item)\.[\w.]+", body)
+            code = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "''", body[1:])
+            refs += re.findall(r"\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", code)
         else:
             refs.append(body)
     return refs
@@ -277,6 +286,7 @@ def test_every_reference_resolves_to_a_declared_parameter_task_or_output() -> No
     assert checked > 50
     expression_refs = _references("{{=workflow.parameters.out != '' ? workflow.parameters.out : inputs.parameters.x}}")
     assert expression_refs == ["workflow.parameters.out", "workflow.parameters.out", "inputs.parameters.x"]
+    assert _references("{{=asInt(steps.a.outputs.result) > 0 ? 'x.y' : \"a.b\"}}") == ["steps.a.outputs.result"]
 
 
 def _ancestors(tasks: dict[str, dict[str, Any]], name: str) -> set[str]:
@@ -307,6 +317,19 @@ def test_every_template_input_is_fed_and_no_argument_is_unknown() -> None:
         args = {p["name"] for p in wt["spec"]["arguments"]["parameters"]}
         for p in entry.get("inputs", {}).get("parameters", []):
             assert p["name"] in args or "valueFrom" in p or "default" in p, p["name"]
+
+
+def test_every_parameter_has_a_description() -> None:
+    """Workflow arguments, template inputs and outputs all explain themselves (the Argo UI submit form)."""
+    missing = []
+    for wt in _templates().values():
+        groups = [("arguments", wt["spec"]["arguments"].get("parameters", []))]
+        for t in wt["spec"]["templates"]:
+            groups += [(f"{t['name']}.inputs", t.get("inputs", {}).get("parameters", [])),
+                       (f"{t['name']}.outputs", t.get("outputs", {}).get("parameters", []))]
+        missing += [f"{wt['metadata']['name']}/{where}.{p['name']}" for where, params in groups for p in params
+                    if not str(p.get("description", "")).strip()]
+    assert not missing, missing
 
 
 def test_source_and_out_default_to_the_settings_configmap() -> None:

@@ -61,8 +61,13 @@ IMAGE_REPOSITORY = "ghcr.io/raw2ready"
 RUN_AS_USER = 10001
 """The non-root uid of the images (images/*/Dockerfile create the same uid)."""
 
-RETRY_BACKOFF = m.Backoff(duration="30s", factor=2, max_duration="30m")
-"""First retry after 30 s, doubling; give up retrying after 30 min."""
+RETRY_BACKOFF = m.Backoff(duration="30s", factor=2, cap="10m")
+"""First retry after 30 s, doubling, never waiting more than 10 min between attempts.
+
+No ``maxDuration`` on purpose: Argo counts it from the start of the *first* attempt and also cuts the
+deadline of every retry pod to it, so a transient failure late in a long step would not be retried, or
+its retry would be killed half-way. Attempts are bounded by ``limit`` × :data:`STEP_DEADLINE_S` and the
+whole run by the workflow's ``activeDeadlineSeconds``."""
 
 STEP_DEADLINE_S = 2 * 3600
 """A single step attempt that runs longer than this is killed (a hung read, not a slow scene)."""
