@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -163,10 +162,11 @@ def test_bad_arguments_raise(grid):
 
 
 @pytest.mark.slow
-def test_full_tile_at_20m_is_fast(grid):
-    t0 = time.perf_counter()
+def test_full_tile_at_20m_equals_the_same_window_of_a_small_grid(grid):
+    # A full 5490² 20 m grid (the LAI step's case; speed is measured in bench/, not here) is the same
+    # interpolation as any window of it: its top-left corner equals a small raster of the same grid.
     out = ang.interpolate_grid(grid, out_shape=(5490, 5490), res_m=20.0)
     az = ang.interpolate_azimuth_grid(grid, out_shape=(5490, 5490), res_m=20.0)
-    dt = time.perf_counter() - t0
-    assert out.shape == az.shape == (5490, 5490)
-    assert dt < 10.0
+    assert out.shape == az.shape == (5490, 5490) and out.dtype == np.float32
+    assert np.isfinite(out).all() and ((az >= 0) & (az < 360)).all()
+    np.testing.assert_array_equal(out[:300, :300], ang.interpolate_grid(grid, out_shape=(300, 300), res_m=20.0))

@@ -277,12 +277,9 @@ def test_duplicate_ids_rejected(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_tile_renders_in_bounded_time():
-    import time
-
-    t0 = time.perf_counter()
+def test_full_tile_renders_at_native_resolutions():
+    # the full 10980² tile that bench/ measures (its render time is in the benchmark, not asserted here)
     a = synth.render_scene(POST, 10980, seed=0)
-    assert time.perf_counter() - t0 < 120
     assert a.boa["B08"].shape == (10980, 10980) and a.boa["B08"].dtype == np.float32
     assert a.scl.shape == (5490, 5490)
 
