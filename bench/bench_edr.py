@@ -134,7 +134,7 @@ def xarray_config(cube: Path, port: int, out_dir: Path) -> tuple[Path, Path]:
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     from pygeoapi.openapi import generate_openapi_document
 
-    oas_path.write_text(generate_openapi_document(cfg_path, "yaml"))  # type: ignore[arg-type]
+    oas_path.write_text(generate_openapi_document(cfg_path, "yaml"))
     return cfg_path, oas_path
 
 

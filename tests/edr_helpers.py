@@ -117,14 +117,17 @@ def physical(raw: int, nodata: float | None, scale: float, offset: float) -> flo
 
 
 def edr_openapi_subset(doc: dict[str, Any], base: str, examples: dict[str, list[str]] | None) -> dict[str, Any]:
-    """The EDR query operations of pygeoapi's generated OpenAPI document, made self-contained for fuzzing.
+    """The EDR operations of pygeoapi's generated OpenAPI document, made self-contained for fuzzing.
 
+    The operations: every EDR query path (``/collections/<id>/{position,radius,area,cube}``), the documents of
+    those collections and ``/collections`` (which :mod:`steps.edr.app` rewrites).
     pygeoapi's document ``$ref``s parameter definitions on schemas.opengis.net, which a loopback-only test
     cannot fetch; here they are replaced by equivalent inline query parameters (``coords``, ``datetime``,
-    ``parameter-name``, ``z``, ``crs``, and ``within``/``within-units`` for radius). With ``examples`` every
-    parameter that has some is an enum of them (good and bad values that reach the provider's data path);
-    without, each is any string (and ``bbox`` any numbers). Response schemas are dropped: the check is
-    "no 5xx", not the response shape.
+    ``parameter-name``, ``z``, ``crs``, and ``within``/``within-units`` for radius); the document's own
+    ``#/components/parameters`` (``f``, ``lang``) are inlined. With ``examples`` every parameter that has
+    some is an enum of them (good and bad values that reach the provider's data path); without, each is any
+    string (and ``bbox`` any numbers). Response schemas are dropped: the check is "no 5xx", not the
+    response shape.
     """
 
     def param(name: str, required: bool = False) -> dict[str, Any]:
@@ -132,10 +135,13 @@ def edr_openapi_subset(doc: dict[str, Any], base: str, examples: dict[str, list[
         schema: dict[str, Any] = {"type": "string", "enum": good} if good else {"type": "string"}
         return {"name": name, "in": "query", "required": required, "schema": schema}
 
+    local = doc.get("components", {}).get("parameters", {})
+    queries = ("position", "radius", "area", "cube")
+    edr = {p.rsplit("/", 1)[0] for p in doc["paths"] if p.startswith("/collections/") and p.endswith(queries)}
     paths: dict[str, Any] = {}
     for path, item in doc["paths"].items():
         qt = path.rsplit("/", 1)[-1]
-        if not path.startswith("/collections/") or qt not in ("position", "radius", "area", "cube"):
+        if not (path == "/collections" or path in edr or (path.rsplit("/", 1)[0] in edr and qt in queries)):
             continue
         op = dict(item["get"])
         params: list[dict[str, Any]] = []
@@ -153,6 +159,9 @@ def edr_openapi_subset(doc: dict[str, Any], base: str, examples: dict[str, list[
                 params.append(param("crs"))
             elif p.get("name") == "bbox" and examples:
                 params.append(param("bbox", required=True))
+            elif ref.startswith("#/components/parameters/"):
+                inline = dict(local[ref.rsplit("/", 1)[-1]])
+                params.append(inline if examples else {**inline, "schema": {"type": "string"}})
             elif "$ref" not in p:
                 params.append(p)  # inline already: bbox (cube), f
         if qt == "radius":

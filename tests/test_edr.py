@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,12 @@ def test_cloud_masked_pixels_are_null(server: Server, processed: Path, items: li
         assert doc["raw2ready:items"] == [it["id"]]
         assert doc["ranges"]["ndvi"]["values"] == [None]
         assert doc["ranges"]["cloud_mask"]["values"] == [int(cm[r20, c20])]
+        if "lai" in it["assets"]:  # the same 20 m pixel in the LAI collection
+            doc = _position(server, "lai", lon, lat, datetime=it["datetime"][:19] + "Z")
+            assert doc["raw2ready:items"] == [it["id"]]
+            assert read_pixel(processed / it["assets"]["lai"], r20, c20)[0] == -32768
+            assert doc["ranges"]["lai"]["values"] == [None]
+            assert doc["ranges"]["cloud_mask"]["values"] == [int(cm[r20, c20])]
         found += 1
     if not found:
         pytest.skip("the demo archive has no clouded 47PPR pixel")
@@ -254,6 +261,7 @@ def test_pixel_budget_refuses_large_requests_with_400(server: Server, items: lis
     status, _h, body = get(query_url(server.base, "/collections/ndvi/cube", bbox=f"{w},{s},{e},{n}",
                                      datetime="../..", parameter_name="cloud_mask"))
     assert status == 200, body[:300]  # 20 m only: a quarter of the pixels fits the budget
+    _collection(body)
 
 
 @pytest.mark.parametrize(("path", "params"), [
@@ -280,8 +288,6 @@ def test_pixel_budget_refuses_large_requests_with_400(server: Server, items: lis
     ("radius", {"coords": "POINT(99.93 14.46)", "within": "-5", "within-units": "m"}),
 ])
 def test_malformed_requests_are_400_never_500(server: Server, path: str, params: dict[str, str]) -> None:
-    import urllib.parse
-
     url = f"{server.base}/collections/ndvi/{path}?{urllib.parse.urlencode(params)}"
     status, _h, body = get(url)
     assert status == 400, (status, body[:300])
@@ -296,8 +302,12 @@ def test_lai_position_equals_cog_pixels(server: Server, processed: Path, items: 
     lon, lat = _lonlat_of_pixel(processed / series[0]["assets"]["lai"], 12, 17)
     doc = _position(server, "lai", lon, lat, datetime="../..")
     assert doc["raw2ready:items"] == [it["id"] for it in series]
+    assert set(doc["ranges"]) == {"lai", "lai_flags", "cloud_mask"}
     for k, it in enumerate(series):
-        assert _close(doc["ranges"]["lai"]["values"][k], physical(*read_pixel(processed / it["assets"]["lai"], 12, 17)))
+        for param in ("lai", "lai_flags", "cloud_mask"):  # all three on the same 20 m grid
+            expected = physical(*read_pixel(processed / it["assets"][param], 12, 17))
+            assert _close(doc["ranges"][param]["values"][k], expected), (it["id"], param)
+    assert any(v is not None for v in doc["ranges"]["lai"]["values"])
     assert doc["parameters"]["lai"]["unit"]["symbol"]["value"] == "m2.m-2"
 
 
@@ -309,6 +319,7 @@ def test_collection_documents_validate_with_edr_pydantic(server: Server, items: 
         status, _h, body = get(f"{server.base}/collections/{cid}?f=json")
         assert status == 200
         coll = Collection.model_validate_json(body)
+        assert coll.data_queries is not None
         assert set(coll.data_queries.model_dump(exclude_none=True)) == {"position", "radius", "area", "cube"}
         doc = json.loads(body)
         first, last = doc["extent"]["temporal"]["interval"][0]
@@ -322,12 +333,42 @@ def test_collection_documents_validate_with_edr_pydantic(server: Server, items: 
 def test_html_pages_render(server: Server, processed: Path, items: list[dict[str, Any]]) -> None:
     it = _tile_items(items, "47PPR")[0]
     lon, lat = _lonlat_of_pixel(processed / it["assets"]["ndvi"], 3, 3)
-    for url in (f"{server.base}/collections?f=html", f"{server.base}/collections/ndvi?f=html",
-                f"{server.base}/collections/lai?f=html",
-                query_url(server.base, "/collections/ndvi/position", coords=f"POINT({lon} {lat})", f="html")):
+    d = 0.0003
+    ring = [(lon - d, lat - d), (lon + d, lat - d), (lon + d, lat + d), (lon - d, lat + d), (lon - d, lat - d)]
+    poly = "POLYGON((" + ",".join(f"{x} {y}" for x, y in ring) + "))"
+    pages = {  # url -> texts the rendered page must contain
+        f"{server.base}/?f=html": ["raw2ready EDR"],
+        f"{server.base}/collections?f=html": ["Sentinel-2 NDVI (raw2ready)", "Sentinel-2 leaf area index"],
+        f"{server.base}/collections/ndvi?f=html": ["/collections/ndvi/position", "/collections/ndvi/area",
+                                                   "cloud_mask", "Cloud, cirrus and shadow mask"],
+        f"{server.base}/collections/lai?f=html": ["/collections/lai/cube", "lai_flags"],
+        query_url(server.base, "/collections/ndvi/position", coords=f"POINT({lon} {lat})", f="html"):
+            ['"domainType":"PointSeries"', it["id"]],
+        query_url(server.base, "/collections/lai/area", coords=poly, datetime=it["datetime"][:10], f="html"):
+            ['"type":"CoverageCollection"', it["id"]],
+    }
+    for url, texts in pages.items():
         status, headers, body = get(url)
         assert status == 200, (url, body[:300])
         assert headers["Content-Type"].startswith("text/html")
+        page = body.decode()
+        assert "Exception" not in page, url
+        for text in texts:
+            assert text in page, (url, text)
+
+
+def test_other_edr_paths_are_4xx_not_500(server: Server, processed: Path, items: list[dict[str, Any]]) -> None:
+    it = _tile_items(items, "47PPR")[0]
+    lon, lat = _lonlat_of_pixel(processed / it["assets"]["ndvi"], 3, 3)
+    point = urllib.parse.quote(f"POINT({lon} {lat})")
+    for cid in ("ndvi", "lai"):
+        # no instances (pygeoapi alone answers 500 here, or invents an instance for any identifier)
+        for path, want in (("instances", 404), ("instances?f=html", 404), ("instances/latest", 404),
+                           (f"instances/latest/position?coords={point}", 404),
+                           ("locations", 400), ("locations/here", 400), ("items", 400),
+                           ("trajectory?coords=LINESTRING(99%2014,100%2015)", 400), ("corridor", 400)):
+            status, _h, body = get(f"{server.base}/collections/{cid}/{path}")
+            assert status == want, (cid, path, status, body[:300])
 
 
 def test_generated_config_and_openapi_validate(server: Server) -> None:
@@ -339,3 +380,28 @@ def test_generated_config_and_openapi_validate(server: Server) -> None:
         res = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "Valid" in res.stdout + res.stderr
+
+
+# ----------------------------------------------------------------------------------------------- S3
+@pytest.mark.s3
+def test_serve_from_an_s3_catalog(processed: Path, items: list[dict[str, Any]], s3_env: dict[str, str],
+                                  tmp_path: Path) -> None:
+    from r2r_helpers import make_bucket, upload_tree
+
+    make_bucket("edr-serve")
+    upload_tree(processed, "edr-serve", "products")
+    series = _tile_items(items, "47PPR")
+    lon, lat = _lonlat_of_pixel(processed / series[0]["assets"]["ndvi"], 60, 61)
+    with serving("s3://edr-serve/products", tmp_path, "--pixel-budget", str(BUDGET)) as srv:
+        doc = _position(srv, "ndvi", lon, lat, datetime="../..")
+        assert doc["raw2ready:items"] == [it["id"] for it in series]
+        for k, it in enumerate(series):  # read from S3 through GDAL, compared with the local copy
+            expected = physical(*read_pixel(processed / it["assets"]["ndvi"], 60, 61))
+            assert _close(doc["ranges"]["ndvi"]["values"][k], expected), it["id"]
+        assert any(v is not None for v in doc["ranges"]["ndvi"]["values"])
+        d = 0.0003
+        status, _h, body = get(query_url(srv.base, "/collections/ndvi/cube",
+                                         bbox=f"{lon - d},{lat - d},{lon + d},{lat + d}", datetime="../.."))
+        assert status == 200, body[:300]
+        _collection(body)
+        assert _check_grid_against_cogs(json.loads(body), processed, items) > 10

@@ -44,10 +44,12 @@ def test_edr_endpoints_never_answer_5xx(edr_schema: Any, fuzz_server: Server) ->
     # ``pytest.from_fixture`` plugin path does not work with pytest 9).
     ops = [r.ok() for sch in edr_schema for r in sch.get_all_operations()]
     from covjson_pydantic.coverage import Coverage, CoverageCollection
+    from edr_pydantic.collections import Collection, Collections
 
     statuses: list[int] = []
     validated: list[str] = []
-    assert len(ops) == 16  # {examples, any string} × {ndvi, lai} × {position, radius, area, cube}
+    # {examples, any string} × ({ndvi, lai} × {document, position, radius, area, cube} + /collections)
+    assert len(ops) == 22
     for op in ops:
 
         @given(case=op.as_strategy())
@@ -56,15 +58,23 @@ def test_edr_endpoints_never_answer_5xx(edr_schema: Any, fuzz_server: Server) ->
         def check(case: Any) -> None:
             resp = case.call_and_validate(base_url=fuzz_server.base, checks=[not_a_server_error], timeout=60)
             statuses.append(resp.status_code)
-            if resp.status_code == 200 and resp.content[:1] == b"{":  # JSON, not the HTML page (f=html)
+            ctype = " ".join(resp.headers.get("content-type", []))  # lowercase names, list values
+            if resp.status_code == 200 and "json" in ctype and "ld+json" not in ctype:  # not HTML or JSON-LD
                 body = json.loads(resp.content)
                 if body.get("type") in ("Coverage", "CoverageCollection"):
                     model = Coverage if body["type"] == "Coverage" else CoverageCollection
                     model.model_validate_json(resp.content)
                     validated.append(body["type"])
+                elif "data_queries" in body:
+                    Collection.model_validate_json(resp.content)
+                    validated.append("Collection")
+                elif "collections" in body:
+                    Collections.model_validate_json(resp.content)
+                    validated.append("Collections")
 
         check()
     # the fuzzer really exercised the server, with both answers and refusals
-    assert len(statuses) >= 16 * 5
+    assert len(statuses) >= len(ops) * 5
     assert 200 in statuses and 400 in statuses
-    assert validated  # every CoverageJSON answer validated with covjson-pydantic
+    # every CoverageJSON answer validated with covjson-pydantic, every collection document with edr-pydantic
+    assert {"Coverage", "CoverageCollection", "Collection", "Collections"} <= set(validated)

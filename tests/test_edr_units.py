@@ -1,4 +1,4 @@
-"""EDR building blocks in-process: the overlap rule, index caching and the datetime grammar."""
+"""EDR building blocks in-process: the overlap rule, index caching, the datetime grammar and the COG reader."""
 
 from __future__ import annotations
 
@@ -253,3 +253,67 @@ def test_serve_write_config_only_writes_both_files_and_prints_example_urls(overl
     oas = yaml.safe_load((out / "pygeoapi-openapi.yml").read_text())
     assert "/collections/ndvi/position" in oas["paths"] and "/collections/lai/cube" in oas["paths"]
     assert "https://edr.example.org/collections/ndvi/position?coords=POINT(" in res.stdout
+
+
+def test_cog_windows_are_read_in_parallel_and_returned_in_order(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import rasterio
+    from rasterio.windows import Window
+
+    from steps.edr import reader
+
+    # varied names: the reader shards by a CRC of the URL, and names differing in one low bit share a shard
+    paths = [tmp_path / f"{i:02d}-{i * 2654435761 % 10**9}.tif" for i in range(8)]
+    for i, p in enumerate(paths):
+        _write_cog(p, 100 * (i + 1), 600000, 1600000)
+    reqs = [reader.WindowRead(str(p), r, c, h, w)
+            for p in paths for r, c, h, w in ((0, 0, 1, 1), (40, 3, 5, 7), (33, 31, 2, 2))]
+    active, peak, threads = [0], [0], set()
+    lock = threading.Lock()
+    real = reader._read
+
+    def slow_read(req: Any) -> Any:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            threads.add(threading.current_thread().name)
+        time.sleep(0.02)  # long enough for reads on other reader threads to overlap
+        try:
+            return real(req)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(reader, "_read", slow_read)
+    out = reader.read_windows(reqs, workers=4)
+    for req, arr in zip(reqs, out, strict=True):
+        with rasterio.open(req.url) as ds:
+            want = ds.read(1, window=Window(req.col0, req.row0, req.width, req.height))
+        assert arr.shape == (req.height, req.width) and np.array_equal(arr, want)
+    assert len(threads) > 1 and peak[0] > 1  # several reader threads, reading at the same time
+
+
+def test_cog_reads_touch_only_the_blocks_of_their_window(tmp_path: Path) -> None:
+    """Garbage in one internal block must not matter to a window outside it (it is never read)."""
+    import rasterio
+    import rasterio.errors
+
+    from steps.edr import reader
+
+    path = tmp_path / "blocks.tif"
+    _write_cog(path, 1234, 600000, 1600000)  # 64² pixels in 32² deflate blocks
+    with rasterio.open(path) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))  # lower-right block (x=1, y=1)
+        size = int(ds.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=1))
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\xff" * size)
+    reader.invalidate()  # no reader thread may keep a dataset of an older file at this path
+    (a, b) = reader.read_windows([reader.WindowRead(str(path), 5, 7, 1, 1),
+                                  reader.WindowRead(str(path), 0, 0, 32, 32)])
+    assert a.tolist() == [[1234]] and int(b[10, 10]) == 1234 and int(b[0, 0]) == -32768
+    with pytest.raises(rasterio.errors.RasterioIOError):  # the damaged block is really unreadable
+        reader.read_windows([reader.WindowRead(str(path), 40, 40, 1, 1)])

@@ -13,6 +13,11 @@ the raw2ready EDR collections, so that they are valid OGC API-EDR collection des
 * ``storageCrs`` (an OGC API-Features Part 2 member that pygeoapi adds to every EDR collection) is dropped:
   the EDR collection schema does not define it and strict EDR clients reject unknown members.
 
+It also answers ``/collections/<id>/instances[/…]`` of those collections with 404: they have no instances
+(none is advertised), and pygeoapi 0.24 would fail there with 500 (its base provider's ``instances()``
+returns an exception object) or accept any instance identifier. Defining ``instances`` on the provider
+instead would advertise an ``instances`` query.
+
 Everything else (queries, HTML, OpenAPI) passes through untouched.
 """
 
@@ -32,6 +37,7 @@ from steps.edr.index import load_index
 log = logging.getLogger(__name__)
 
 _COLLECTION_PATH = re.compile(r"^/collections(?:/([^/]+))?/?$")
+_INSTANCE_PATH = re.compile(r"^/collections/([^/]+)/instances(?:/|$)")
 TRS = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
 
 StartResponse = Callable[..., Any]
@@ -90,7 +96,15 @@ class EDRDocumentFixups:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Pass requests through; buffer and rewrite JSON collection documents."""
-        m = _COLLECTION_PATH.match(environ.get("PATH_INFO", ""))
+        path = environ.get("PATH_INFO", "")
+        inst = _INSTANCE_PATH.match(path)
+        if inst is not None and inst.group(1) in self.catalogs:
+            body = json.dumps({"code": "NotFound", "type": "NotFound",
+                               "description": f"collection {inst.group(1)!r} has no instances"}).encode()
+            start_response("404 NOT FOUND", [("Content-Type", "application/json"),
+                                             ("Content-Length", str(len(body)))])
+            return [body]
+        m = _COLLECTION_PATH.match(path)
         if environ.get("REQUEST_METHOD") != "GET" or m is None:
             return self.app(environ, start_response)
         captured: dict[str, Any] = {}
