@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from calendar import monthrange
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -199,6 +200,51 @@ def requeue_plan(storage: Store, report: AuditReport, source: str, out: str) -> 
         for y, m in sorted(ym):
             orders.extend(monthly_orders([tile], date(y, m, 1), date(y, m, monthrange(y, m)[1]), source, out))
     return orders
+
+
+_SCENE_ID_RE = re.compile(r"^[A-Z0-9]+_(\d{2}[A-Z]{3})_(\d{8})T\d{6}")
+
+
+def coverage(storage: Store) -> tuple[list[str], date, date] | None:
+    """The tiles and the date span this output store has ever seen, or None for an empty store.
+
+    Gathered from everything that survives a partial loss: item sidecars and skip records, failure records,
+    quarantined scenes and the work orders' done records (``orders/<message_id>.json``). Scene dates are
+    widened to whole calendar months (the unit of a work order), so a month with one scene left is audited
+    in full. A store that lost all of these needs explicit ``--tiles/--start/--end``.
+    """
+    from steps.queue import ORDERS_PREFIX
+
+    tiles: set[str] = set()
+    days: list[date] = []
+
+    def from_scene_id(scene_id: str) -> None:
+        m = _SCENE_ID_RE.match(scene_id)
+        if m:
+            d = date(int(m.group(2)[:4]), int(m.group(2)[4:6]), int(m.group(2)[6:8]))
+            tiles.add(m.group(1))
+            days.extend([d.replace(day=1), d.replace(day=monthrange(d.year, d.month)[1])])
+
+    for rec in scan(storage):
+        from_scene_id(rec.scene_id)
+    for key in storage.list("failures"):
+        from_scene_id(key.rsplit("/", 1)[-1].removesuffix(".json"))
+    for key in storage.list("quarantine"):
+        parts = key.split("/")
+        if len(parts) >= 3:
+            from_scene_id(parts[1])
+    for key in storage.list(ORDERS_PREFIX):
+        if not key.endswith(".json") or key.endswith(".redeliveries.json"):
+            continue
+        try:
+            order = json.loads(storage.read_bytes(key))["order"]
+            tiles.update(order["tiles"].split(","))
+            days.extend([date.fromisoformat(order["start"]), date.fromisoformat(order["end"])])
+        except (ValueError, KeyError, TypeError, FileNotFoundError):
+            log.warning("ignoring unreadable order record %s", key)
+    if not tiles or not days:
+        return None
+    return sorted(tiles), min(days), max(days)
 
 
 def period_sort_key(label: str) -> tuple[str, int]:

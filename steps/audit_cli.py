@@ -20,21 +20,31 @@ def _print_table(rows: list[tuple[str, dict[str, int]]]) -> None:
         click.echo(f"{label:<10} " + " ".join(f"{counts[c]:>9}" for c in cols))
 
 
-def _scenes(source: str | None, tiles: str | None, start: str | None, end: str | None) -> list[Any]:
+def _scenes(storage: Any, source: str, tiles: str | None, start: str | None, end: str | None) -> list[Any]:
+    """What the archive has for the range; tiles/dates not given default to what the store has seen."""
+    from steps.audit import coverage
     from steps.grid import normalize_tiles
     from steps.source import find_scenes
 
-    if not (source and tiles and start and end):
-        raise UsageError("--source, --tiles, --start and --end are needed to know what the archive has")
+    if not (tiles and start and end):
+        seen = coverage(storage)
+        if seen is None:
+            raise UsageError("the output store holds no products, failure or order records to infer the "
+                             "range from: give --tiles, --start and --end")
+        tiles = tiles or ",".join(seen[0])
+        start = start or seen[1].isoformat()
+        end = end or seen[2].isoformat()
+        click.echo(f"auditing tiles {tiles} from {start} to {end} (defaults from the output store)", err=True)
     return find_scenes(source, normalize_tiles(tiles), start, end)
 
 
 @click.command("audit")
 @click.option("--source", required=True, help="The source archive (static catalog or STAC API).")
 @click.option("--out", required=True, help="Output root holding the products (directory or s3://…).")
-@click.option("--tiles", required=True, help="MGRS tiles, comma-separated.")
-@click.option("--start", required=True, help="First date YYYY-MM-DD.")
-@click.option("--end", required=True, help="Last date YYYY-MM-DD.")
+@click.option("--tiles", default=None,
+              help="MGRS tiles, comma-separated (default: every tile the output store has records of).")
+@click.option("--start", default=None, help="First date YYYY-MM-DD (default: the store's first month).")
+@click.option("--end", default=None, help="Last date YYYY-MM-DD (default: the store's last month).")
 @click.option("--by", type=click.Choice(["month", "tile"]), default="month", show_default=True,
               help="Group the table by year/quarter/month or by tile.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
@@ -42,18 +52,19 @@ def _scenes(source: str | None, tiles: str | None, start: str | None, end: str |
 @click.option("--quick", is_flag=True, help="Compare sizes only, do not re-read assets to verify checksums.")
 @click.option("--requeue", is_flag=True,
               help="Quarantine corrupt scenes and publish work orders for every incomplete tile × month.")
-def audit_cmd(source: str, out: str, tiles: str, start: str, end: str, by: str, json_path: str | None,
-              quick: bool, requeue: bool) -> None:
+def audit_cmd(source: str, out: str, tiles: str | None, start: str | None, end: str | None, by: str,
+              json_path: str | None, quick: bool, requeue: bool) -> None:
     """Compare the source archive, the catalog and the assets in storage (checksums); exit 4 if incomplete.
 
     States: ok, skipped (nothing to do), missing, corrupt (asset missing or checksum mismatch), unlisted
     (fine but not in the catalog: run `raw2ready catalog rebuild`), failed (last run failed).
+    Without --tiles/--start/--end the range is every tile and month the output store has records of.
     """
     from steps.audit import audit, requeue_plan, table
     from steps.storage import open_storage
 
     storage = open_storage(out)
-    scenes = _scenes(source, tiles, start, end)
+    scenes = _scenes(storage, source, tiles, start, end)
     report = audit(storage, scenes, verify_checksums=not quick)
     _print_table(table(report, by))
     for s in report.scenes:
@@ -80,7 +91,8 @@ def audit_cmd(source: str, out: str, tiles: str, start: str, end: str, by: str, 
 
 @click.command("status")
 @click.option("--out", required=True, help="Output root holding the products (directory or s3://…).")
-@click.option("--source", default=None, help="With --tiles/--start/--end: also count scenes still missing.")
+@click.option("--source", default=None,
+              help="Also count scenes the source has but the store lacks (missing) for --tiles/--start/--end.")
 @click.option("--tiles", default=None, help="MGRS tiles, comma-separated.")
 @click.option("--start", default=None, help="First date YYYY-MM-DD.")
 @click.option("--end", default=None, help="Last date YYYY-MM-DD.")
@@ -91,8 +103,9 @@ def status_cmd(out: str, source: str | None, tiles: str | None, start: str | Non
     from steps.audit import status_rows
     from steps.storage import open_storage
 
-    scenes = _scenes(source, tiles, start, end) if source else None
-    rows = status_rows(open_storage(out), scenes)
+    storage = open_storage(out)
+    scenes = _scenes(storage, source, tiles, start, end) if source else None
+    rows = status_rows(storage, scenes)
     if as_json:
         click.echo(json.dumps(dict(rows), indent=2))
     elif rows:

@@ -72,6 +72,7 @@ HDR_REDRIVEN = "x-raw2ready-redriven"
 HDR_RECHECK = "x-raw2ready-recheck"
 ORDERS_PREFIX = "orders"
 MESSAGE_TYPE = f"raw2ready.work-order.v{SCHEMA_VERSION}"
+ORDER_THREAD_PREFIX = "order-"  # name prefix of the threads running orders
 _REASON_MAX = 1000  # characters kept in the reason header
 
 
@@ -437,10 +438,10 @@ class Worker:
             return
         self.stats.redelivered += bool(method.redelivered)
         retries = int((props.headers or {}).get(HDR_RETRIES, 0) or 0)
-        log.info("received order %s%s%s", key, f" (retry {retries})" if retries else "",
-                 " (redelivered)" if method.redelivered else "")
         d = _Delivery(tag, key, body, props, time.monotonic())
         self._inflight[tag] = d
+        log.info("received order %s%s%s", key, f" (retry {retries})" if retries else "",
+                 " (redelivered)" if method.redelivered else "")
         conn = self._conn
         assert conn is not None
 
@@ -455,7 +456,7 @@ class Worker:
                 log.warning("order %s finished (%s) after the worker stopped; it was requeued and will be "
                             "deduplicated", key, outcome.action)
 
-        d.thread = threading.Thread(target=work, name=f"order-{key[:11]}", daemon=True)
+        d.thread = threading.Thread(target=work, name=f"{ORDER_THREAD_PREFIX}{key[:11]}", daemon=True)
         d.thread.start()
 
     def _publish(self, d: _Delivery, exchange: str, routing_key: str, props: BasicProperties) -> bool:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
 import time
 from datetime import date
 
@@ -151,7 +153,7 @@ def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None
     backoff then dead-lettered; invalid orders go straight to the dead-letter queue with the reason.
     SIGTERM finishes running orders (up to --grace seconds) or requeues them.
     """
-    from steps.queue import Worker
+    from steps.queue import ORDER_THREAD_PREFIX, Worker
 
     _quiet_pika()
 
@@ -159,6 +161,15 @@ def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None
                    max_retries=max_retries, max_redeliveries=max_redeliveries, scene_workers=scene_workers).run()
     click.echo(f"orders: {stats.done} done, {stats.already_done} already done, {stats.retried} retried, "
                f"{stats.dead} dead-lettered, {stats.requeued} requeued")
+    if any(t.is_alive() for t in threading.enumerate() if t.name.startswith(ORDER_THREAD_PREFIX)):
+        # An order outlived --grace and was requeued, but its thread is still inside GDAL/numpy: interpreter
+        # shutdown would tear it down mid-call and abort the process (SIGABRT). Its writes are atomic and
+        # the order is back in the queue, so leaving at once loses nothing.
+        log.warning("leaving with an abandoned order still running (requeued for another worker)")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @click.command("dead-letters")

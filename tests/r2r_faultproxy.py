@@ -4,12 +4,19 @@ It sits on loopback between the client (boto3 and GDAL) and moto's server and fo
 except that while the fault window is open it answers some requests with S3's ``503 SlowDown`` error and
 drops others without any answer (the TCP connection is closed mid-request). The schedule is
 deterministic (by request number) and the window closes after ``fault_requests`` requests.
+
+``hold_put`` (a regular expression searched in the request path) freezes the first matching PUT
+mid-upload: the proxy has its headers, not yet its body (it withholds ``100 Continue``), and tells the test
+(``held``) so that it can ``kill -9`` the uploader right then. After ``release()`` the proxy reads what the
+client managed to send; an incomplete body is discarded (what an S3 server does with an aborted upload), a
+complete one is forwarded (``held_outcome`` says which).
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +29,8 @@ SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code
 class FaultProxy:
     """Forward to ``upstream`` (http://host:port); inject faults into the first ``fault_requests`` requests."""
 
-    def __init__(self, upstream: str, fault_requests: int = 80, every_503: int = 3, every_drop: int = 7) -> None:
+    def __init__(self, upstream: str, fault_requests: int = 80, every_503: int = 3, every_drop: int = 7,
+                 hold_put: str | None = None) -> None:
         up = urlparse(upstream)
         self.up_host, self.up_port = up.hostname or "127.0.0.1", up.port or 80
         self.fault_requests, self.every_503, self.every_drop = fault_requests, every_503, every_drop
@@ -30,6 +38,13 @@ class FaultProxy:
         self.injected_503 = 0
         self.injected_drop = 0
         self.lock = threading.Lock()
+        self.hold_put = hold_put
+        self.held = threading.Event()  # the PUT to hold has arrived and is frozen
+        self.held_path = ""
+        self.held_outcome = ""  # "discarded (N of M bytes)" or "forwarded"
+        self.held_done = threading.Event()  # the held request has been settled
+        self._release = threading.Event()
+        self._claimed = False
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,9 +53,53 @@ class FaultProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def _hold(self, length: int) -> bytes | None:
+                """Freeze this PUT until released; then its body, or None when the client died mid-upload."""
+                proxy.held_path = self.path
+                proxy.held.set()
+                proxy._release.wait(60)
+                body = b""
+                with contextlib.suppress(OSError):
+                    while len(body) < length:
+                        chunk = self.rfile.read1(length - len(body))
+                        if not chunk:
+                            break
+                        body += chunk
+                if len(body) < length:
+                    proxy.held_outcome = f"discarded ({len(body)} of {length} bytes)"
+                    self.close_connection = True
+                    return None
+                proxy.held_outcome = "forwarded"
+                return body
+
+            def _claim_hold(self) -> bool:
+                if self.command != "PUT" or not proxy.hold_put or not re.search(proxy.hold_put, self.path):
+                    return False
+                with proxy.lock:
+                    claim, proxy._claimed = not proxy._claimed, True
+                return claim
+
+            def handle_expect_100(self) -> bool:
+                if self._claim_hold():  # no "100 Continue": the client keeps the body, as at a slow server
+                    self._holding = True
+                    return True
+                return super().handle_expect_100()
+
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                hold = getattr(self, "_holding", False) or self._claim_hold()
+                self._holding = False
+                if hold:
+                    try:
+                        held_body = self._hold(length)
+                        if held_body is not None:
+                            self._serve(held_body)
+                    finally:
+                        proxy.held_done.set()
+                    return
+                self._serve(self.rfile.read(length) if length else b"")
+
+            def _serve(self, body: bytes) -> None:
                 with proxy.lock:
                     proxy.count += 1
                     n = proxy.count
@@ -93,10 +152,15 @@ class FaultProxy:
         """The proxy's endpoint URL."""
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def release(self) -> None:
+        """Let a held PUT go on (see the module docstring)."""
+        self._release.set()
+
     def __enter__(self) -> FaultProxy:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._release.set()
         self.server.shutdown()
         self.server.server_close()

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,7 +111,8 @@ def _edit_json(path: Path, fn) -> None:  # type: ignore[no-untyped-def]
     path.write_text(json.dumps(obj))
 
 
-def test_bad_inputs_give_exit_3_or_skipped_and_the_rest_completes(tmp_path: Path) -> None:
+def _bad_inputs_archive(tmp_path: Path) -> Path:
+    """Eight 47PPR scenes of 2024-02: four broken inputs, an all-no-data and a clouded scene, two healthy."""
     from steps.synth import SceneSpec, synthesize_archive
 
     def spec(day: int, **kw: object) -> SceneSpec:
@@ -140,6 +146,11 @@ def test_bad_inputs_give_exit_3_or_skipped_and_the_rest_completes(tmp_path: Path
         with rasterio.open(tif, "w", **profile) as dst:
             dst.write(np.zeros((profile["height"], profile["width"]), dtype=profile["dtype"]), 1)
     # 6: fully clouded (cloud_cover=1.0); 7, 8: healthy
+    return root
+
+
+def test_bad_inputs_give_exit_3_or_skipped_and_the_rest_completes(tmp_path: Path) -> None:
+    root = _bad_inputs_archive(tmp_path)
     out = tmp_path / "out"
     res = run_cli("run", "--source", str(root), "--tiles", "47PPR", "--start", "2024-02-01", "--end", "2024-02-29",
                   "--out", str(out))
@@ -161,11 +172,123 @@ def test_bad_inputs_give_exit_3_or_skipped_and_the_rest_completes(tmp_path: Path
 
 
 @pytest.mark.broker
+def test_a_worker_dead_letters_an_order_with_bad_inputs_once_and_publishes_the_rest(tmp_path: Path) -> None:
+    """Bad inputs through the queue: exit 3 goes straight to the dead-letter queue (no retry loop)."""
+    from datetime import date
+
+    from steps.orders import WorkOrder
+    from steps.queue import Worker, delete_topology, peek_dead, publish_orders, queue_depths
+
+    root = _bad_inputs_archive(tmp_path)
+    out = tmp_path / "out"
+    broker = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    queue = f"r2r-test-bad-{uuid.uuid4().hex[:8]}"
+    order = WorkOrder(tiles="47PPR", start=date(2024, 2, 1), end=date(2024, 2, 29), source=str(root), out=str(out))
+    try:
+        publish_orders([order], url=broker, queue=queue)
+        stats = Worker(url=broker, queue=queue, idle_exit=1.0, max_retries=3, retry_backoff_s=0.05).run(
+            install_signals=False)
+        assert (stats.done, stats.retried, stats.dead) == (0, 0, 1)
+        [dead] = peek_dead(url=broker, queue=queue)
+        assert dead.message_id == order.message_id and dead.exit_code == 3 and dead.retries == 0
+        assert "4 of 8 scene(s) failed" in dead.reason
+        assert queue_depths(url=broker, queue=queue) == {queue: 0, f"{queue}.retry": 0, f"{queue}.dead": 1}
+    finally:
+        delete_topology(broker, queue)
+    assert len(list((out / "raw2ready-s2-vegetation").rglob("S2*_47PPR_*T??????.json"))) == 2  # healthy: published
+    assert len(list(out.rglob("*.skipped.json"))) == 2
+
+
+def test_audit_defaults_to_what_the_store_has_seen_and_groups_by_tile(
+        processed: Path, demo_archive: Path, demo_range: tuple[list[str], str, str], tmp_path: Path) -> None:
+    tiles, start, end = demo_range
+    out = _copy(processed, tmp_path / "out")
+    full = run_cli("audit", "--source", str(demo_archive), "--out", str(out), "--tiles", ",".join(tiles),
+                   "--start", start, "--end", end, "--json", "-")
+    inferred = run_cli("audit", "--source", str(demo_archive), "--out", str(out), "--json", "-")
+    assert full.returncode == inferred.returncode == 0, inferred.stdout + inferred.stderr
+    assert "defaults from the output store" in inferred.stderr
+
+    def report(text: str) -> dict[str, object]:
+        return json.loads(text[text.index("\n{") + 1: text.rindex("}") + 1])
+
+    assert report(inferred.stdout)["scenes"] == report(full.stdout)["scenes"]
+    # a whole scene lost: still found from the rest of the store; grouped per tile
+    lost = sorted((out / "raw2ready-s2-vegetation").glob("*/Q*/*/S2*_47PQR_*"))[0]
+    shutil.rmtree(lost)
+    res = run_cli("audit", "--source", str(demo_archive), "--out", str(out), "--by", "tile")
+    assert res.returncode == 4, res.stdout + res.stderr
+    rows = {ln.split()[0]: ln.split()[1:] for ln in res.stdout.splitlines()[1:4]}
+    assert set(rows) == {"47PPR", "47PQR", "total"}
+    assert rows["47PQR"][2] == rows["total"][2] == "1"  # the "missing" column
+    assert f"MISSING  {lost.name}" in res.stdout
+    status = run_cli("status", "--out", str(out), "--source", str(demo_archive), "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["total"]["missing"] == 1
+    empty = run_cli("audit", "--source", str(demo_archive), "--out", str(tmp_path / "nothing"))
+    assert empty.returncode == 2 and "give --tiles" in empty.stderr
+
+
+@pytest.mark.s3
+def test_kill_9_while_an_asset_uploads_leaves_nothing_partial_and_the_next_run_completes(
+        s3_env: dict[str, str], s3_server: str, demo_archive: Path, demo_range: tuple[list[str], str, str],
+        processed: Path) -> None:
+    """The uploader dies with an asset PUT in flight (held by the proxy): no partial asset or item is visible."""
+    from steps.storage import open_storage
+
+    bucket = f"kill-{uuid.uuid4().hex[:8]}"
+    make_bucket(bucket)
+    tiles, start, end = demo_range
+    exe = str(Path(sys.executable).parent / "raw2ready")
+    argv = [exe, "-q", "run", "--source", str(demo_archive), "--tiles", ",".join(tiles), "--start", start,
+            "--end", end, "--out", f"s3://{bucket}/p", "--workers", "1"]
+    # freeze the first scene's lai upload: its ndvi is published by then, its item not yet
+    hold = rf"^/{bucket}/p/raw2ready-s2-vegetation/.*/lai\.tif"
+    with FaultProxy(s3_server, fault_requests=0, hold_put=hold) as proxy:
+        env = {**os.environ, **s3_env, "RAW2READY_S3_ENDPOINT_URL": proxy.url}
+        proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            assert proxy.held.wait(120), "no upload to the product tree reached the proxy"
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+            proxy.release()
+        assert proxy.held_done.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert proxy.held_outcome.startswith("discarded"), proxy.held_outcome  # killed mid-upload
+    held_key = proxy.held_path.split("?")[0].removeprefix(f"/{bucket}/p/")
+
+    st = open_storage(f"s3://{bucket}/p")
+    want = tree_bytes(processed)
+    visible = {k: st.read_bytes(k) for k in st.list("") if not k.startswith("work/")}
+    assert held_key not in visible
+    for key, data in visible.items():
+        if key.count("/") == 5:  # scene files: item sidecars, assets, skip records
+            assert data == want[key], f"{key} is visible but differs from the uninterrupted run"
+    for key, data in visible.items():
+        if key.count("/") == 5 and key.endswith(".json") and not key.endswith(".skipped.json"):
+            folder = key.rsplit("/", 1)[0]
+            for name, asset in json.loads(data)["assets"].items():
+                assert f"{folder}/{asset['href'][2:]}" in visible, f"{key}: asset {name} missing"
+    held_folder = held_key.rsplit("/", 1)[0]
+    assert not any(k.startswith(held_folder + "/") and k.endswith(".json") for k in visible)  # no item yet
+    assert f"{held_folder}/ndvi.tif" in visible  # publishing of that scene had begun
+
+    res = run_cli("-q", "run", "--source", str(demo_archive), "--tiles", ",".join(tiles), "--start", start,
+                  "--end", end, "--out", f"s3://{bucket}/p")
+    assert res.returncode == 0, res.stderr[-2000:]
+    after = {k: st.read_bytes(k) for k in st.list("") if not k.startswith("work/")}
+    assert after == want
+
+
+@pytest.mark.broker
 def test_audit_requeue_and_a_worker_restore_deleted_and_corrupted_assets(
         processed: Path, demo_archive: Path, demo_range: tuple[list[str], str, str], tmp_path: Path) -> None:
     """The issue's acceptance path end to end: audit names both → --requeue → worker → audit clean."""
-    import uuid
-
     from steps.queue import delete_topology
 
     out = _copy(processed, tmp_path / "out")

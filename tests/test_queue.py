@@ -145,6 +145,14 @@ def test_enqueue_then_worker_publishes_the_orders_items(queue: str, demo_archive
     for o in _orders(demo_archive, out, [(2022, 1), (2022, 2)]):
         record = json.loads((out / done_key(o.message_id)).read_text())
         assert record["order"]["tiles"] == o.tiles and record["message_id"] == o.message_id
+    # the catalog lists exactly the orders' items (root → collection → year → quarter → month → item)
+    from steps.audit import _listed_items
+    from steps.storage import open_storage
+
+    items = {k for k in scene_files(got) if k.endswith(".json") and not k.endswith(".skipped.json")}
+    assert items and _listed_items(open_storage(str(out))) == items
+    root = json.loads((out / "catalog.json").read_text())
+    assert any(link["href"] == "./raw2ready-s2-vegetation/collection.json" for link in root["links"])
     assert queue_depths(queue=queue) == {queue: 0, f"{queue}.retry": 0, f"{queue}.dead": 0}
 
 
@@ -203,6 +211,10 @@ def test_kill_9_mid_order_redelivers_and_converges_to_the_uninterrupted_catalog(
     first = orders[0]
     assert not (out / done_key(first.message_id)).exists()
     visible_before = _assert_no_partial_products(out)
+    want = _products(processed)
+    for key, data in _products(out).items():
+        if key.count("/") == 5 and "/." not in key:  # items, assets, skip records under their final names
+            assert data == want[key], f"{key} is visible but differs from the uninterrupted run"
 
     # the in-flight order went back to the queue (unacked delivery of a dead connection)
     stats = Worker(queue=queue, idle_exit=0.5).run(install_signals=False)
@@ -213,6 +225,97 @@ def test_kill_9_mid_order_redelivers_and_converges_to_the_uninterrupted_catalog(
     assert _assert_no_partial_products(out) == _assert_no_partial_products(processed) >= visible_before
     assert _products(out) == _products(processed)
     assert queue_depths(queue=queue) == {queue: 0, f"{queue}.retry": 0, f"{queue}.dead": 0}
+
+
+def test_sigterm_lets_the_running_order_finish_or_requeues_it(queue: str, demo_archive: Path, tmp_path: Path,
+                                                              ) -> None:
+    """A real worker process gets SIGTERM mid-order: with grace it finishes and acks; without, it requeues."""
+    exe = Path(sys.executable).parent / "raw2ready"
+    env = {**os.environ, "RAW2READY_QUEUE_NAME": queue, "RAW2READY_BROKER_URL": BROKER}
+
+    def term_mid_order(grace: str, out: Path) -> tuple[int, str, WorkOrder]:
+        order = _orders(demo_archive, out, [(2024, 1)], tiles=("47PQR",))[0]
+        publish_orders([order], queue=queue)
+        proc = subprocess.Popen([str(exe), "worker", "--grace", grace, "--idle-exit", "30"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "received order" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        summary, rest = proc.communicate(timeout=60)
+        return proc.returncode, "".join(lines) + rest + summary, order
+
+    out = tmp_path / "graceful"
+    code, log, order = term_mid_order("60", out)
+    assert code == 0, log[-3000:]
+    assert "stop requested: finishing 1 running order(s)" in log
+    assert "orders: 1 done, 0 already done, 0 retried, 0 dead-lettered, 0 requeued" in log
+    assert queue_depths(queue=queue) == {queue: 0, f"{queue}.retry": 0, f"{queue}.dead": 0}
+    assert (out / done_key(order.message_id)).exists()
+
+    out = tmp_path / "impatient"
+    code, log, order = term_mid_order("0", out)
+    assert code == 0, log[-3000:]  # not SIGABRT from tearing down the abandoned order's thread
+    assert "orders: 0 done, 0 already done, 0 retried, 0 dead-lettered, 1 requeued" in log
+    assert queue_depths(queue=queue)[queue] == 1  # back in the queue for the next worker
+    assert not (out / done_key(order.message_id)).exists()
+    stats = Worker(queue=queue, idle_exit=0.5).run(install_signals=False)
+    assert stats.done == 1 and stats.redelivered == 1
+
+
+def test_topology_is_durable_and_the_broker_dead_letters_into_the_dead_queue(queue: str) -> None:
+    """The work queue is durable with a dead-letter exchange: a message rejected by any consumer lands in .dead."""
+    import pika
+    import pika.exceptions
+
+    publish_orders(_orders(Path("/src"), Path("/out"), [(2024, 1)], tiles=("47PPR",)), queue=queue)
+    conn = connect(BROKER)
+    try:
+        ch = conn.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="durable"):
+            ch.queue_declare(queue, durable=False, arguments=Topology(queue).queue_arguments())
+        ch = conn.channel()
+        method, _, body = ch.basic_get(queue, auto_ack=False)
+        assert method is not None
+        ch.basic_reject(method.delivery_tag, requeue=False)  # e.g. a consumer that is not our worker
+        for _ in range(50):
+            if ch.queue_declare(f"{queue}.dead", passive=True).method.message_count == 1:
+                break
+            time.sleep(0.05)
+        method, props, dead_body = ch.basic_get(f"{queue}.dead", auto_ack=True)
+        assert method is not None and dead_body == body
+        assert props.headers["x-death"][0]["reason"] == b"rejected" or props.headers["x-death"][0]["reason"] == \
+            "rejected"
+    finally:
+        conn.close()
+
+
+def test_publisher_confirms_turn_a_refused_message_into_a_transient_error(queue: str, tmp_path: Path) -> None:
+    """A broker-side nack (queue full, overflow=reject-publish) must surface: enqueue exits 75, nothing silent."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is needed to set a queue-length policy on the test broker")
+    name = f"{queue}-limit"
+    subprocess.run(["rabbitmqctl", "-q", "set_policy", "--apply-to", "queues", name, f"^{queue}$",
+                    '{"max-length": 1, "overflow": "reject-publish"}'], check=True, timeout=60)
+    try:
+        for _ in range(100):  # the policy applies asynchronously
+            publish_orders(_orders(tmp_path, tmp_path, [(2024, 1)], tiles=("47PPR",)), queue=queue)
+            try:
+                publish_orders(_orders(tmp_path, tmp_path, [(2024, 2)], tiles=("47PPR",)), queue=queue)
+            except TransientError as exc:
+                assert "did not accept" in str(exc)
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the broker never refused a message beyond max-length")
+        res = run_cli("enqueue", "--tiles", "47PPR", "--start", "2024-03-01", "--end", "2024-03-31", "--source", "s",
+                      "--out", str(tmp_path), "--queue", queue)
+        assert res.returncode == 75, res.stdout + res.stderr
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "clear_policy", name], check=True, timeout=60)
 
 
 def test_invalid_messages_are_dead_lettered_with_a_reason_and_the_worker_keeps_serving(
