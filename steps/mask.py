@@ -19,7 +19,7 @@ from steps.catalog import record_skip, work_folder
 from steps.contract import Resources, Step, StepInputs, StepOutputs
 from steps.errors import InvalidInputError
 from steps.products import CLOUD_MASK
-from steps.raster import read_band, write_gtiff
+from steps.raster import BandRead, read_bands, write_gtiff
 from steps.scene import Scene, load_scene
 from steps.science.scl import MASK_NODATA, clear_fraction
 from steps.settings import Settings
@@ -63,10 +63,12 @@ def _l1c_toa(scene: Scene, res: int) -> tuple[np.ndarray, np.ndarray]:
     """L1C TOA reflectance (H, W, 10) in s2cloudless band order on the ``res`` grid, and its validity."""
     from steps.science.cloudmask import S2CLOUDLESS_BANDS
 
-    bands = [scene.reflectance(b, res, level="L1C") for b in S2CLOUDLESS_BANDS]
-    toa = np.stack(bands, axis=-1)
-    valid = np.isfinite(toa).all(axis=-1)
-    return np.nan_to_num(toa, nan=0.0), valid
+    stack = scene.reflectances(S2CLOUDLESS_BANDS, res, level="L1C")  # (10, H, W), bands read concurrently
+    valid = np.isfinite(stack).all(axis=0)
+    toa = np.ascontiguousarray(np.moveaxis(stack, 0, -1))  # pixel-major: the model reads one row per pixel
+    del stack
+    toa[~valid] = 0.0  # no-data pixels are never evaluated; zeros keep the array finite
+    return toa, valid
 
 
 def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str, Any]]:
@@ -85,7 +87,9 @@ def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str
     )
 
     g20 = scene.grid(20)
-    scl, _ = read_band(scene.scl_href, grid=g20, what=f"{scene.scene_id} SCL")
+    # SCL and the two native 20 m bands that decide no data, read concurrently
+    scl, b05_dn, b8a_dn = read_bands([BandRead(scene.scl_href, g20, what=f"{scene.scene_id} SCL")] + [
+        BandRead(scene.bands[b].href, g20, what=f"{scene.scene_id} {b}") for b in ("B05", "B8A")])
     scl_dilation, cloud_dilation = 5, 2
     info: dict[str, Any] = {"scl_classes": {"cloud": [8, 9], "shadow": [3], "cirrus": [10], "snow": [11],
                                             "invalid": [1], "nodata": [0]},
@@ -115,8 +119,7 @@ def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str
         codes = build_cloud_mask(scl, scl_dilation_px=scl_dilation)
         info |= {"method": "scl", "fallback": "no L1C item paired: SCL only, s2cloudless not run"}
     # a pixel whose 20 m reflectance bands are no data is no data whatever SCL says
-    for band in ("B05", "B8A"):
-        dn, _ = read_band(scene.bands[band].href, grid=g20, what=f"{scene.scene_id} {band}")
+    for dn in (b05_dn, b8a_dn):
         codes[dn == 0] = MASK_NODATA
     return codes, info
 
