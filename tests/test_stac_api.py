@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from steps.catalog import parse_datetime
+
 from r2r_helpers import make_bucket, run_cli, upload_tree
 
 pytestmark = pytest.mark.s3
@@ -56,32 +57,31 @@ class MiniStacApi:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     # ----------------------------------------------------------------------------------------- documents
-    def _links(self, path: str, rel: str = "self") -> list[dict[str, str]]:
-        return [{"rel": rel, "href": f"{self.url}{path}", "type": "application/json"},
-                {"rel": "root", "href": f"{self.url}/", "type": "application/json"}]
+    def _link(self, rel: str, path: str, mtype: str = "application/json", **extra: str) -> dict[str, str]:
+        return {"rel": rel, "href": f"{self.url}{path}", "type": mtype, **extra}
+
+    def _links(self, path: str) -> list[dict[str, str]]:
+        return [self._link("self", path), self._link("root", "/")]
 
     def landing(self) -> dict[str, Any]:
-        links = self._links("/") + [
-            {"rel": "conformance", "href": f"{self.url}/conformance", "type": "application/json"},
-            {"rel": "data", "href": f"{self.url}/collections", "type": "application/json"},
-            {"rel": "search", "href": f"{self.url}/search", "type": "application/geo+json", "method": "GET"},
-            {"rel": "search", "href": f"{self.url}/search", "type": "application/geo+json", "method": "POST"},
-        ]
+        geojson = "application/geo+json"
+        links = [*self._links("/"), self._link("conformance", "/conformance"), self._link("data", "/collections"),
+                 self._link("search", "/search", geojson, method="GET"),
+                 self._link("search", "/search", geojson, method="POST")]
         return {"type": "Catalog", "stac_version": "1.0.0", "id": "mini-earth-search",
                 "description": "test STAC API", "conformsTo": CONFORMS, "links": links}
 
     def collection(self, cid: str) -> dict[str, Any]:
         coll = {k: v for k, v in self.collections[cid].items() if k != "links"}
-        coll["links"] = self._links(f"/collections/{cid}") + [
-            {"rel": "items", "href": f"{self.url}/collections/{cid}/items", "type": "application/geo+json"}]
+        coll["links"] = [*self._links(f"/collections/{cid}"),
+                         self._link("items", f"/collections/{cid}/items", "application/geo+json")]
         return coll
 
     def item(self, cid: str, iid: str) -> dict[str, Any]:
         item = dict(self.items[cid][iid])
         item["collection"] = cid
-        item["links"] = self._links(f"/collections/{cid}/items/{iid}") + [
-            {"rel": "collection", "href": f"{self.url}/collections/{cid}", "type": "application/json"},
-            {"rel": "parent", "href": f"{self.url}/collections/{cid}", "type": "application/json"}]
+        item["links"] = [*self._links(f"/collections/{cid}/items/{iid}"),
+                         self._link("collection", f"/collections/{cid}"), self._link("parent", f"/collections/{cid}")]
         return item
 
     def search(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -147,10 +147,10 @@ class MiniStacApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 self._answer("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._answer("POST")
 
             def log_message(self, *args: Any) -> None:

@@ -324,7 +324,8 @@ def cloud_mask_fast(
     of valid pixels while 10-25 % of them are evaluated (margin 0.05 evaluated ~15 % more pixels for
     +0.05 % agreement on a full 60 m tile); the disagreements are pixels whose true average is within
     ~0.005 of the threshold. Evaluated pixels are fed to the model sorted by their surrogate score, so
-    neighbouring rows take the same paths through the trees (~30 % faster than spatial order). ``band_growth=2, margin_decay=0.5, max_rounds=6`` makes
+    neighbouring rows take the same paths through the trees (~30 % faster than spatial order).
+    ``band_growth=2, margin_decay=0.5, max_rounds=6`` makes
     persistently borderline pixels end up with a fully evaluated disk (100 % agreement in tests) at
     roughly 2.5x the evaluations.
 
