@@ -75,6 +75,7 @@ def run_one(which: str, cache: Path, runs: int, out: Path) -> None:
         det = S2PixelCloudDetector(
             threshold=params.threshold, average_over=params.average_over, dilation_size=params.dilation_size
         )
+        _ = det.classifier  # both paths load the model file before the timing starts
         for _ in range(runs):
             t0, c0 = time.perf_counter(), time.process_time()
             prob = det.get_cloud_probability_maps(toa[None])[0]
@@ -89,6 +90,7 @@ def run_one(which: str, cache: Path, runs: int, out: Path) -> None:
         extra["plain_extra_cloud_px"] = int((raw & valid & ~mask).sum())
     else:
         model = cm.load_s2cloudless_model()
+        model.booster()  # load the model file outside the timing (as for S2PixelCloudDetector above)
         for _ in range(runs):
             t0, c0 = time.perf_counter(), time.process_time()
             res = cm.cloud_mask_fast(model, toa, valid, params)
