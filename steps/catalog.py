@@ -71,6 +71,11 @@ def skip_key(dt: datetime, scene_id: str) -> str:
     return join(scene_folder(dt, scene_id), f"{scene_id}.skipped.json")
 
 
+def is_complete(storage: LocalStorage | S3Storage, scene_id: str, dt: datetime) -> bool:
+    """A scene is complete when its item sidecar or its skip record exists (the two end states)."""
+    return bool(storage.exists(item_key(dt, scene_id)) or storage.exists(skip_key(dt, scene_id)))
+
+
 def failure_key(scene_id: str) -> str:
     """Key of a scene's last failure record (removed when the scene later succeeds)."""
     return join("failures", f"{scene_id}.json")

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from steps.catalog import work_folder
+from steps.catalog import is_complete, parse_datetime, work_folder
 from steps.contract import Resources, Step, StepInputs, StepOutputs
 from steps.errors import InvalidInputError
 from steps.grid import normalize_tiles, parse_tile
@@ -39,21 +39,36 @@ class ScenesInputs(StepInputs):
     tiles: str = Field(description="MGRS tiles, comma-separated, e.g. 47PPR,47PQR")
     start: str = Field(description="first acquisition date, YYYY-MM-DD (inclusive)")
     end: str = Field(description="last acquisition date, YYYY-MM-DD (inclusive)")
+    out: str = Field("", description="output root: scenes already complete there are left out ('' = list all)")
+    force: bool = Field(False, description="list scenes whose products are already complete too (reprocess)")
 
 
 class ScenesOutputs(StepOutputs):
     """Outputs of ``scenes``."""
 
-    scenes: str = Field(description="JSON list of scenes (scene_id, tile, datetime, l2a_href, l1c_href, …)")
-    count: int = Field(description="number of scenes found")
+    scenes: str = Field(description="JSON list of the scenes to process (scene_id, tile, datetime, l2a_href, …)")
+    count: int = Field(description="number of scenes to process")
+    complete: int = Field(0, description="scenes found whose products are already complete (left out)")
 
 
 def run_scenes(inputs: ScenesInputs, settings: Settings) -> ScenesOutputs:
-    """Find, deduplicate and pair the scenes of a tile/date range."""
+    """Find, deduplicate and pair the scenes of a tile/date range; leave out those already complete in ``out``.
+
+    Leaving complete scenes out makes a repeated or redelivered order cheap in the cluster, as the local runner
+    and the queue worker already are; ``force`` lists them all (to reprocess, e.g. after a science change).
+    """
     tiles = normalize_tiles(inputs.tiles)
     scenes = find_scenes(inputs.source, tiles, inputs.start, inputs.end)
+    complete = 0
+    if inputs.out and not inputs.force:
+        storage = open_storage(inputs.out, settings)
+        todo = [s for s in scenes if not is_complete(storage, s.scene_id, parse_datetime(s.datetime))]
+        complete = len(scenes) - len(todo)
+        if complete:
+            log.info("%d of %d scenes already complete in %s: left out", complete, len(scenes), inputs.out)
+        scenes = todo
     payload = json.dumps([s.model_dump() for s in scenes], separators=(",", ":"))
-    return ScenesOutputs(scenes=payload, count=len(scenes))
+    return ScenesOutputs(scenes=payload, count=len(scenes), complete=complete)
 
 
 SCENES = Step(

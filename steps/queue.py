@@ -345,7 +345,8 @@ class Worker:
             log.info("order %s [%d/%d] %s %s%s", mid, seen[0], n, r.scene_id, r.status, extra)
 
         t0 = time.monotonic()
-        summary = run_scenes(scenes, order.out, workers=self.scene_workers, settings=s, progress=progress)
+        summary = run_scenes(scenes, order.out, workers=self.scene_workers, force=order.force, settings=s,
+                             progress=progress)
         if self.concurrency > 1:
             # Orders running side by side each rebuild the catalog inside run_scenes; one may have scanned
             # before another's item was published. A serialised rebuild after each order fixes the tree.

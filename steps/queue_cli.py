@@ -91,9 +91,11 @@ def tiles_cmd(aoi: str | None, bbox: str | None, fmt: str) -> None:
 @click.option("--queue", default=None, help="Work-order queue (default RAW2READY_QUEUE_NAME).")
 @click.option("--recheck", is_flag=True,
               help="Let the worker list the source again even for orders already done (new scenes).")
+@click.option("--force", is_flag=True,
+              help="Order option: reprocess scenes that are already complete (e.g. after a science change).")
 @click.option("--dry-run", is_flag=True, help="Print the message bodies instead of publishing.")
 def enqueue_cmd(tiles: str | None, aoi: str | None, start: str, end: str, source: str | None, out: str | None,
-                queue: str | None, recheck: bool, dry_run: bool) -> None:
+                queue: str | None, recheck: bool, force: bool, dry_run: bool) -> None:
     """Publish one work order per tile × calendar month (persistent, publisher confirms).
 
     Re-enqueuing the same orders creates no duplicate work: each message's id is the order's hash and the
@@ -113,7 +115,7 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, start: str, end: str, source
         raise UsageError("--source is required (or set RAW2READY_SOURCE)")
     if not out:
         raise UsageError("--out is required (or set RAW2READY_OUT)")
-    orders = monthly_orders(ids, a, b, source, out)
+    orders = monthly_orders(ids, a, b, source, out, force=force)
     if dry_run:
         for o in orders:
             click.echo(f"{o.message_id} {o.canonical().decode()}")

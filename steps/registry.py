@@ -84,7 +84,7 @@ def _scene_dag() -> tuple[Task, ...]:
 SCENE_DAG: tuple[Task, ...] = _scene_dag()
 """ingest → mask → (ndvi ‖ lai) → cog → stac, in a valid topological order."""
 
-WORKFLOW_PARAMS = ("source", "tiles", "start", "end", "out")
+WORKFLOW_PARAMS = ("source", "tiles", "start", "end", "out", "force")
 """Parameters of the entry workflow (also the fields of a work order)."""
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from steps.catalog import dumps, failure_key, item_key, parse_datetime, skip_key
+from steps.catalog import dumps, failure_key, is_complete, parse_datetime
 from steps.errors import (
     EXIT_FAILURE,
     EXIT_INVALID_INPUT,
@@ -130,12 +130,6 @@ def run_scene(scene: SceneRef, out: str, settings: Settings | None = None) -> Sc
                            exit_code=code, step=current)
 
 
-def is_complete(storage: Any, scene: SceneRef) -> bool:
-    """A scene is complete when its item sidecar or its skip record exists."""
-    dt = parse_datetime(scene.datetime)
-    return bool(storage.exists(item_key(dt, scene.scene_id)) or storage.exists(skip_key(dt, scene.scene_id)))
-
-
 def record_outcome(storage: Any, result: SceneResult, scene: SceneRef | None) -> None:
     """Keep a durable record of the last failure of a scene; clear it once the scene succeeds."""
     key = failure_key(result.scene_id)
@@ -166,7 +160,7 @@ def run_scenes(scenes: list[SceneRef], out: str, *, workers: int = 1, force: boo
     results: list[SceneResult] = []
     todo: list[SceneRef] = []
     for sc in scenes:
-        if not force and is_complete(storage, sc):
+        if not force and is_complete(storage, sc.scene_id, parse_datetime(sc.datetime)):
             r = SceneResult(sc.scene_id, "complete")
             results.append(r)
             if progress:

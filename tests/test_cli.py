@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 from pathlib import Path
 
@@ -73,6 +74,28 @@ def test_step_with_bad_input_exits_3(tmp_path: Path) -> None:
     res = run_cli("step", "ingest", "--scene-id", "x", "--l2a-href", str(tmp_path / "missing.json"),
                   "--out", str(tmp_path))
     _one_line_error(res, 3, "not found")
+
+
+def test_scenes_step_leaves_complete_scenes_out_unless_forced(tmp_path: Path, demo_archive: Path,
+                                                              processed: Path) -> None:
+    # the cluster's fan-out: a repeated order lists only what is still to do; --force lists everything
+    import json
+
+    args = ("step", "scenes", "--source", str(demo_archive), "--tiles", "47PPR,47PQR", "--start", "2022-01-01",
+            "--end", "2022-02-28")
+    every = json.loads(run_cli(*args).stdout)
+    assert every["count"] == 4 and every["complete"] == 0
+    done = json.loads(run_cli(*args, "--out", str(processed)).stdout)
+    assert (done["count"], done["complete"]) == (0, 4) and json.loads(done["scenes"]) == []
+    forced = run_cli(*args, "--out", str(processed), "--force", "true", "--outputs-dir", str(tmp_path / "o"))
+    assert json.loads(forced.stdout)["count"] == 4 and (tmp_path / "o" / "complete").read_text() == "0"
+    partial = tmp_path / "partial"
+    shutil.copytree(processed, partial)
+    for p in partial.rglob("S2A_47PPR_20220202T034720*.json"):  # one scene lost its sidecar
+        p.unlink()
+    left = json.loads(run_cli(*args, "--out", str(partial)).stdout)
+    assert [s["scene_id"] for s in json.loads(left["scenes"])] == ["S2A_47PPR_20220202T034720"]
+    assert left["complete"] == 3
 
 
 def test_demo_leaves_a_valid_catalog_and_says_how_to_serve_it(tmp_path: Path) -> None:

@@ -374,6 +374,28 @@ def test_the_same_order_published_twice_is_done_once(queue: str, demo_archive: P
     assert (out / done_key(order.message_id)).read_bytes() == record
 
 
+def test_a_forced_order_reprocesses_complete_scenes_and_is_a_different_order(queue: str, demo_archive: Path,
+                                                                            tmp_path: Path) -> None:
+    """The ``force`` option: the same tile × month with force=true is its own order and redoes the scenes."""
+    out = tmp_path / "products"
+    plain = _orders(demo_archive, out, [(2024, 1)], tiles=("47PQR",))[0]
+    forced = plain.model_copy(update={"force": True})
+    assert forced.message_id != plain.message_id and b'"force":true' in forced.canonical()
+    publish_orders([plain], queue=queue)
+    assert Worker(queue=queue, max_orders=1).run(install_signals=False).done == 1
+    item = next(out.glob("raw2ready-s2-vegetation/2024/Q1/01/S2A_47PQR_*/S2A_47PQR_*T??????.json"))
+    before = tree_bytes(item.parent)
+    item.write_bytes(b"{}")  # a stale sidecar that only a reprocessing replaces
+
+    publish_orders([plain], queue=queue)  # without force: complete, nothing redone
+    assert Worker(queue=queue, max_orders=1).run(install_signals=False).already_done == 1
+    assert item.read_bytes() == b"{}"
+    publish_orders([forced], queue=queue)
+    stats = Worker(queue=queue, max_orders=1).run(install_signals=False)
+    assert (stats.done, stats.already_done) == (1, 0)
+    assert tree_bytes(item.parent) == before  # reprocessed: the same bytes as the first run
+
+
 def test_a_done_order_runs_again_when_one_of_its_scenes_was_removed(queue: str, demo_archive: Path,
                                                                    tmp_path: Path) -> None:
     """`audit --requeue` quarantines a corrupt scene and re-publishes the same order: it must not be deduped."""

@@ -103,6 +103,13 @@ def test_submit_sends_source_and_out_when_given(argo: FakeArgoServer) -> None:
                       "source": "https://earth-search.aws.element84.com/v1", "out": "s3://bucket/products"}
 
 
+def test_submit_force_sends_the_option(argo: FakeArgoServer) -> None:
+    res = _submit("--tiles", "47PPR", "--start", "2024-02-01", "--end", "2024-02-29", "--force")
+    assert res.exit_code == 0, res.output
+    params = {p["name"]: p["value"] for p in argo.requests[0]["body"]["workflow"]["spec"]["arguments"]["parameters"]}
+    assert params == {"tiles": "47PPR", "start": "2024-02-01", "end": "2024-02-29", "force": "true"}
+
+
 def test_submit_sends_the_parameters_the_template_declares() -> None:
     from workflows.events import workflow_resource
     from workflows.pipeline import entry_template

@@ -183,10 +183,12 @@ def test_entry_template_lists_scenes_fans_out_and_fans_in() -> None:
     wt = _templates()[ENTRY_TEMPLATE]
     spec = wt["spec"]
     params = spec["arguments"]["parameters"]
-    assert [p["name"] for p in params] == ["tiles", "start", "end", "source", "out"]
+    assert [p["name"] for p in params] == ["tiles", "start", "end", "source", "out", "force"]
+    assert {p["name"]: p.get("value") for p in params}["force"] == "false"  # an option, not required
     assert {p["name"] for p in params} == set(WORKFLOW_PARAMS)
     assert all(p.get("description") for p in params)
-    assert {p["name"] for p in params if "value" in p} == {"source", "out"}  # defaults: the settings
+    # defaults: the settings for source/out, the option's default for force; tiles and dates are required
+    assert {p["name"] for p in params if "value" in p} == {"source", "out", "force"}
     tasks = _by_name(_tmpl(wt, spec["entrypoint"])["dag"]["tasks"])
     assert list(tasks) == ["scenes", "scene", "catalog"]
     assert tasks["scenes"]["template"] == "scenes"

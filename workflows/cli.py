@@ -45,7 +45,8 @@ def render(out: Path, check: bool) -> None:
 @click.option("--end", required=True, help="Last acquisition date (inclusive), YYYY-MM-DD.")
 @click.option("--source", default=None, help="STAC source; default: the deployment's RAW2READY_SOURCE.")
 @click.option("--out", default=None, help="Output root; default: the deployment's RAW2READY_OUT.")
-def submit(tiles: str, start: str, end: str, source: str | None, out: str | None) -> None:
+@click.option("--force", is_flag=True, help="Reprocess scenes whose products are already complete.")
+def submit(tiles: str, start: str, end: str, source: str | None, out: str | None, force: bool) -> None:
     """Run the deployed `raw2ready` WorkflowTemplate through the Argo Server API.
 
     Uses RAW2READY_ARGO_SERVER_URL, RAW2READY_ARGO_TOKEN and RAW2READY_ARGO_NAMESPACE. Prints the name
@@ -55,5 +56,5 @@ def submit(tiles: str, start: str, end: str, source: str | None, out: str | None
     from workflows.submit import order_values
     from workflows.submit import submit as do_submit
 
-    result = do_submit(order_values(tiles, start, end, source, out), get_settings())
+    result = do_submit(order_values(tiles, start, end, source, out, force), get_settings())
     click.echo(f"{result.namespace}/{result.name}  {result.url}")

@@ -26,7 +26,7 @@ from steps.orders import SCHEMA_VERSION, WorkOrder
 from steps.queue import Topology
 from steps.settings import Settings
 from workflows.pipeline import ENTRY_PARAMS, ENTRY_TEMPLATE, LABELS
-from workflows.templates import SECRET_NAME
+from workflows.templates import SECRET_NAME, param_str
 
 EVENT_BUS = "default"
 EVENT_SOURCE = "raw2ready-orders"
@@ -128,11 +128,20 @@ def event_source(settings: Settings) -> dict[str, Any]:
 
 
 def sensor_parameters() -> list[dict[str, Any]]:
-    """``body.<field>`` → ``spec.arguments.parameters.<i>.value`` for every message parameter, by name."""
+    """``body.<field>`` → ``spec.arguments.parameters.<i>.value`` for every message parameter, by name.
+
+    Optional order fields (options such as ``force``) carry their default as the source's ``value``, which
+    Argo Events uses when the message has no such key (a publisher of an older schema revision).
+    """
     names = [p["name"] for p in workflow_resource()["spec"]["arguments"]["parameters"]]
-    return [{"src": {"dependencyName": DEPENDENCY, "dataKey": f"body.{name}"},
-             "dest": f"spec.arguments.parameters.{names.index(name)}.value"}
-            for name in message_parameters()]
+    out = []
+    for name in message_parameters():
+        src: dict[str, Any] = {"dependencyName": DEPENDENCY, "dataKey": f"body.{name}"}
+        field = WorkOrder.model_fields[name]
+        if not field.is_required():
+            src["value"] = param_str(field.default)
+        out.append({"src": src, "dest": f"spec.arguments.parameters.{names.index(name)}.value"})
+    return out
 
 
 def sensor() -> dict[str, Any]:

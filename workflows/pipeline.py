@@ -49,7 +49,7 @@ SCENE_TEMPLATE = "raw2ready-scene"
 SCENE_DAG_TEMPLATE = "scene"
 ENTRY_DAG_TEMPLATE = "main"
 
-ENTRY_PARAMS = ("tiles", "start", "end", "source", "out")
+ENTRY_PARAMS = ("tiles", "start", "end", "source", "out", "force")
 """Entry parameters in the order the submit form shows them (the set is ``steps.registry.WORKFLOW_PARAMS``)."""
 SETTINGS_DEFAULTED = ("source", "out")
 """Entry parameters whose empty value means "the ``RAW2READY_<NAME>`` setting of the deployment"."""
@@ -77,6 +77,15 @@ def _wf(name: str) -> str:
         return (f"{{{{=workflow.parameters.{name} != '' ? workflow.parameters.{name} "
                 f": inputs.parameters.{_settings_input(name)}}}}}")
     return f"{{{{workflow.parameters.{name}}}}}"
+
+
+def _entry_param_default(name: str) -> str | None:
+    """Default value of an entry parameter: "" for settings-defaulted ones, the order option's default for
+    optional work-order fields (``force`` → ``false``), ``None`` (required) otherwise."""
+    if name in SETTINGS_DEFAULTED:
+        return ""
+    field = WorkOrder.model_fields[name]
+    return None if field.is_required() else param_str(field.default)
 
 
 def _entry_param_description(name: str) -> str:
@@ -182,8 +191,9 @@ def entry_template() -> WorkflowTemplate:
                      "NDVI/LAI products for MGRS tiles over a date range: list scenes, process each "
                      "(raw2ready-scene), rebuild the STAC catalog."},
         entrypoint=ENTRY_DAG_TEMPLATE,
-        arguments=[Parameter(name=n, description=_entry_param_description(n), value="")
-                   if n in SETTINGS_DEFAULTED else Parameter(name=n, description=_entry_param_description(n))
+        arguments=[Parameter(name=n, description=_entry_param_description(n), value=_entry_param_default(n))
+                   if _entry_param_default(n) is not None else
+                   Parameter(name=n, description=_entry_param_description(n))
                    for n in ENTRY_PARAMS],
         synchronization=m.Synchronization(semaphores=[m.SemaphoreRef(
             config_map_key_ref=m.ConfigMapKeySelector(name=LIMITS_CONFIGMAP, key=SEMAPHORE_WORKFLOWS))]),

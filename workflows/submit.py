@@ -36,7 +36,8 @@ class Submitted:
     url: str
 
 
-def order_values(tiles: str, start: str, end: str, source: str | None, out: str | None) -> dict[str, str]:
+def order_values(tiles: str, start: str, end: str, source: str | None, out: str | None,
+                 force: bool = False) -> dict[str, str]:
     """Validate the request like a work order; return the parameter values to send.
 
     ``source``/``out`` left out (``None``) are not sent, so the template falls back on the deployment's
@@ -44,7 +45,7 @@ def order_values(tiles: str, start: str, end: str, source: str | None, out: str 
     """
     try:  # the one message schema; absent source/out are probed with placeholders
         order = WorkOrder.model_validate({"tiles": tiles, "start": start, "end": end,
-                                          "source": source or "-", "out": out or "-"})
+                                          "source": source or "-", "out": out or "-", "force": force})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "order"
@@ -56,6 +57,8 @@ def order_values(tiles: str, start: str, end: str, source: str | None, out: str 
         values["source"] = source
     if out:
         values["out"] = out
+    if order.force:  # the template's default is false
+        values["force"] = "true"
     return values
 
 
