@@ -14,6 +14,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1830)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/raw2ready_bench_cloudmask"))
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "raw2ready_bench_cloudmask")
     ap.add_argument("--scene", choices=["own", "synth"], default="own")
     ap.add_argument("--child", choices=["s2cloudless", "fast"])
     args = ap.parse_args()

@@ -1,7 +1,7 @@
 """Benchmark: raw2ready's EDR provider (COGs + index) vs pygeoapi's ``xarray-edr`` (NetCDF cube), same values.
 
 Run: ``.venv/bin/python bench/bench_edr.py [--dates 120] [--size 240] [--requests 40] [--clients 8]
-[--workers 2] [--threads 8] [--work /tmp/raw2ready-edr-bench] [--write-doc]``.
+[--workers 2] [--threads 8] [--work $TMPDIR/raw2ready-edr-bench] [--write-doc]``.
 
 1. Builds ≥ ``--dates`` acquisitions of one tile (47PPR) cheaply: the project's synthetic archive
    (``steps.synth.specs_for_range`` + ``synthesize_archive``, scenes of ``--size`` 10 m pixels) processed by
@@ -31,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -216,7 +217,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/raw2ready-edr-bench"))
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "raw2ready-edr-bench")
     ap.add_argument("--write-doc", action="store_true")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)

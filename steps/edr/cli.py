@@ -69,14 +69,16 @@ def serve(catalog: str, host: str, port: int, workers: int, threads: int, read_w
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or shutil.which("gunicorn")
     if gunicorn is None:
         raise UsageError("gunicorn is not installed (pip install 'raw2ready[serve]')")
-    env = {**os.environ, "PYGEOAPI_CONFIG": str(cfg_path.resolve()), "PYGEOAPI_OPENAPI": str(oas_path.resolve())}
+    # pygeoapi reads its configuration from these two variables; gunicorn inherits the environment
+    os.environ["PYGEOAPI_CONFIG"] = str(cfg_path.resolve())
+    os.environ["PYGEOAPI_OPENAPI"] = str(oas_path.resolve())
     argv = [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(threads),
             "--worker-class", "gthread", "--log-level", log_level.lower(), "--timeout", "120",
             "steps.edr.app:application"]
     click.echo(f"serving on http://{host}:{port} (Ctrl-C to stop)", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(gunicorn, argv, env)  # replace this process: signals reach gunicorn directly (containers)
+    os.execv(gunicorn, argv)  # replace this process: signals reach gunicorn directly (containers)
 
 
 COMMANDS: list[click.Command] = [serve]
