@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from calendar import monthrange
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -42,7 +41,7 @@ from steps.catalog import (
     scene_folder,
     skip_key,
 )
-from steps.source import SceneRef
+from steps.source import SceneRef, parse_scene_id
 from steps.storage import LocalStorage, S3Storage, join
 
 log = logging.getLogger(__name__)
@@ -202,9 +201,6 @@ def requeue_plan(storage: Store, report: AuditReport, source: str, out: str) -> 
     return orders
 
 
-_SCENE_ID_RE = re.compile(r"^[A-Z0-9]+_(\d{2}[A-Z]{3})_(\d{8})T\d{6}")
-
-
 def coverage(storage: Store) -> tuple[list[str], date, date] | None:
     """The tiles and the date span this output store has ever seen, or None for an empty store.
 
@@ -219,10 +215,11 @@ def coverage(storage: Store) -> tuple[list[str], date, date] | None:
     days: list[date] = []
 
     def from_scene_id(scene_id: str) -> None:
-        m = _SCENE_ID_RE.match(scene_id)
-        if m:
-            d = date(int(m.group(2)[:4]), int(m.group(2)[4:6]), int(m.group(2)[6:8]))
-            tiles.add(m.group(1))
+        parsed = parse_scene_id(scene_id)
+        if parsed:
+            tile, dt = parsed
+            d = dt.date()
+            tiles.add(tile)
             days.extend([d.replace(day=1), d.replace(day=monthrange(d.year, d.month)[1])])
 
     for rec in scan(storage):

@@ -98,6 +98,17 @@ def scene_id_for(platform: str, tile: str, dt: datetime) -> str:
     return f"{code}_{tile}_{dt.astimezone(UTC).strftime('%Y%m%dT%H%M%S')}"
 
 
+_SCENE_ID_RE = re.compile(r"^[A-Z0-9]{3}_(\d{2}[A-Z]{3})_(\d{8}T\d{6})$")
+
+
+def parse_scene_id(scene_id: str) -> tuple[str, datetime] | None:
+    """The inverse of :func:`scene_id_for`: (tile, sensing time UTC), or None if ``scene_id`` is not one."""
+    m = _SCENE_ID_RE.match(scene_id)
+    if m is None:
+        return None
+    return m.group(1), datetime.strptime(m.group(2), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+
+
 def _baseline_key(baseline: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in baseline.split("."))

@@ -25,8 +25,8 @@ import yaml
 from steps.orders import SCHEMA_VERSION, WorkOrder
 from steps.queue import Topology
 from steps.settings import Settings
-from workflows.pipeline import ENTRY_PARAMS, ENTRY_TEMPLATE, LABELS
-from workflows.templates import SECRET_NAME, param_str
+from workflows.pipeline import ENTRY_PARAMS, ENTRY_TEMPLATE, LABELS, order_option_default
+from workflows.templates import SECRET_NAME
 
 EVENT_BUS = "default"
 EVENT_SOURCE = "raw2ready-orders"
@@ -137,9 +137,9 @@ def sensor_parameters() -> list[dict[str, Any]]:
     out = []
     for name in message_parameters():
         src: dict[str, Any] = {"dependencyName": DEPENDENCY, "dataKey": f"body.{name}"}
-        field = WorkOrder.model_fields[name]
-        if not field.is_required():
-            src["value"] = param_str(field.default)
+        default = order_option_default(name)
+        if default is not None:
+            src["value"] = default
         out.append({"src": src, "dest": f"spec.arguments.parameters.{names.index(name)}.value"})
     return out
 

@@ -79,13 +79,19 @@ def _wf(name: str) -> str:
     return f"{{{{workflow.parameters.{name}}}}}"
 
 
-def _entry_param_default(name: str) -> str | None:
-    """Default value of an entry parameter: "" for settings-defaulted ones, the order option's default for
-    optional work-order fields (``force`` → ``false``), ``None`` (required) otherwise."""
-    if name in SETTINGS_DEFAULTED:
-        return ""
+def order_option_default(name: str) -> str | None:
+    """The Argo string of an optional work-order field's default (``force`` → ``false``); None if required.
+
+    The one place option defaults come from: the entry template's parameter defaults and the Sensor's
+    fallback values both use it.
+    """
     field = WorkOrder.model_fields[name]
     return None if field.is_required() else param_str(field.default)
+
+
+def _entry_param_default(name: str) -> str | None:
+    """Default value of an entry parameter: "" for settings-defaulted ones, else the order option's default."""
+    return "" if name in SETTINGS_DEFAULTED else order_option_default(name)
 
 
 def _entry_param_description(name: str) -> str:
