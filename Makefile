@@ -29,7 +29,7 @@ test-fast: $(STAMP) ## the suite without tests marked slow
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff + mypy
-	$(VENV)/bin/ruff check steps workflows tests bench tools
+	$(VENV)/bin/ruff check steps workflows synthesizer tests bench tools
 	$(VENV)/bin/mypy
 
 render: $(STAMP) ## regenerate manifests/base/generated from the step contracts (Hera)

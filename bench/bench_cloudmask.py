@@ -36,7 +36,7 @@ def make_scene(size: int, seed: int, cache: Path, kind: str = "own") -> tuple[np
     """Build (or load from the .npz cache, so both subprocesses read the same array) the 60 m scene.
 
     ``own``: the test module's generator - clear land, cumulus fields and decks gathered in weather
-    systems, cirrus, shadows, a swath edge. ``synth``: ``steps.synth.render_scene`` (tile 47PPR, 10/20 m
+    systems, cirrus, shadows, a swath edge. ``synth``: ``synthesizer.render_scene`` (tile 47PPR, 10/20 m
     bands block-averaged to 60 m, no-data from its swath edge); ``size`` is then in 60 m pixels.
     """
     if cache.exists():

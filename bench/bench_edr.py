@@ -4,7 +4,7 @@ Run: ``.venv/bin/python bench/bench_edr.py [--dates 120] [--size 240] [--request
 [--workers 2] [--threads 8] [--work $TMPDIR/raw2ready-edr-bench] [--write-doc]``.
 
 1. Builds ≥ ``--dates`` acquisitions of one tile (47PPR) cheaply: the project's synthetic archive
-   (``steps.synth.specs_for_range`` + ``synthesize_archive``, scenes of ``--size`` 10 m pixels) processed by
+   (``synthesizer.specs_for_range`` + ``synthesize_archive``, scenes of ``--size`` 10 m pixels) processed by
    ``raw2ready run`` (cached in ``--work``; fully clouded scenes are skipped by the pipeline).
 2. Writes the equivalent NetCDF cube: NDVI of every item (physical float32, NaN for no data) on the same
    10 m UTM grid, dims (time, y, x) with pixel-centre coordinates.
@@ -63,7 +63,7 @@ def build_products(work: Path, dates: int, size: int) -> Path:
         return out
     from datetime import timedelta
 
-    from steps.synth import specs_for_range, synthesize_archive
+    from synthesizer import specs_for_range, synthesize_archive
 
     start = date(2023, 1, 1)
     # ~10 % of scenes are fully clouded and skipped: ask for a few more

@@ -54,7 +54,7 @@ def ensure_archive(workdir: Path, size: int, archive: Path | None) -> Path:
     cat = root / "catalog.json"
     if cat.is_file():
         return cat
-    from steps.synth import SceneSpec, synthesize_archive
+    from synthesizer import SceneSpec, synthesize_archive
 
     spec = SceneSpec(tile="47PPR", datetime=datetime(2024, 1, 13, 3, 47, 20, tzinfo=UTC), platform="sentinel-2a",
                      processing_baseline="05.10", cloud_cover=0.25, cirrus=0.08, swath_edge=True)

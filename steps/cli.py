@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from datetime import date
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn
@@ -150,7 +149,8 @@ def _print_summary(summary: Any) -> None:
     click.echo(f"catalog: {summary.catalog}")
 
 
-def run_range(source: str, tiles: list[str], start: str, end: str, out: str, workers: int, force: bool) -> Any:
+def run_range(source: str, tiles: list[str], start: str, end: str, out: str, workers: int, force: bool,
+              resolution: int = 0) -> Any:
     """List and process scenes with progress; return the run summary."""
     from steps.runner import run_scenes
     from steps.settings import get_settings
@@ -158,7 +158,7 @@ def run_range(source: str, tiles: list[str], start: str, end: str, out: str, wor
     from steps.storage import open_storage
 
     open_storage(out)  # validates the output URI before any work
-    scenes = find_scenes(source, tiles, start, end)
+    scenes = find_scenes(source, tiles, start, end, resolution=resolution)
     click.echo(f"{len(scenes)} scene(s) for {','.join(tiles)} {start}..{end}", err=True)
     progress = _Progress(len(scenes), "processing")
     try:
@@ -171,7 +171,8 @@ def run_range(source: str, tiles: list[str], start: str, end: str, out: str, wor
 # ------------------------------------------------------------------------------------------- commands
 @main.command()
 @click.option("--source", required=True, envvar="RAW2READY_STAC_API_URL",
-              help="STAC source: static catalog (path, s3:// or https:// URL) or STAC API URL.")
+              help="Source: static STAC catalog (path, s3:// or https:// URL), STAC API URL, a .SAFE directory, "
+                   "a .zip of one (as downloaded from the Copernicus Data Space), or a folder of them.")
 @_tiles_option
 @click.option("--start", required=True, help="First date, YYYY-MM-DD (inclusive).")
 @click.option("--end", required=True, help="Last date, YYYY-MM-DD (inclusive).")
@@ -179,7 +180,11 @@ def run_range(source: str, tiles: list[str], start: str, end: str, out: str, wor
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Scenes processed in parallel (default RAW2READY_WORKERS or 2).")
 @click.option("--force", is_flag=True, help="Reprocess scenes that are already complete.")
-def run(source: str, tiles: str, start: str, end: str, out: str, workers: int | None, force: bool) -> None:
+@click.option("--resolution", type=click.Choice(["10", "20", "60"]), default=None,
+              help="Product resolution in metres (NDVI; LAI and cloud mask at 20 m or this if coarser). "
+                   "Default: the finest the source has (10 m, or 60 m for a 60 m-only SAFE).")
+def run(source: str, tiles: str, start: str, end: str, out: str, workers: int | None, force: bool,
+        resolution: str | None) -> None:
     """Process every scene of TILES between START and END into OUT, then rebuild the catalog.
 
     Scenes already complete are skipped, so re-running converges without redoing work. Exits non-zero when
@@ -189,85 +194,10 @@ def run(source: str, tiles: str, start: str, end: str, out: str, workers: int | 
 
     tl = _validate_tiles(tiles)
     _validate_dates(start, end)
-    summary = run_range(source, tl, start, end, out, workers or get_settings().workers, force)
+    summary = run_range(source, tl, start, end, out, workers or get_settings().workers, force,
+                        int(resolution or 0))
     _print_summary(summary)
     sys.exit(summary.exit_code)
-
-
-@main.command()
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the synthetic archive (a static STAC catalog).")
-@click.option("--tiles", default=None, help="MGRS tiles, comma-separated (default: the demo scenes).")
-@click.option("--start", default=None, help="First date YYYY-MM-DD (with --tiles).")
-@click.option("--end", default=None, help="Last date YYYY-MM-DD (with --tiles).")
-@click.option("--size", type=int, default=600, show_default=True,
-              help="Scene side in 10 m pixels, multiple of 6, up to 10980 (a full tile).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
-def synth(out: Path, tiles: str | None, start: str | None, end: str | None, size: int, seed: int) -> None:
-    """Write a realistic synthetic Sentinel-2 L2A + L1C archive shaped like Earth Search v1."""
-    from steps import synth as sy
-
-    if size % 6 or not 6 <= size <= 10980:
-        raise UsageError(f"--size {size}: must be a multiple of 6 between 6 and 10980")
-    if tiles:
-        if not (start and end):
-            raise UsageError("--tiles needs --start and --end")
-        _validate_dates(start, end)
-        specs = sy.specs_for_range(_validate_tiles(tiles), date.fromisoformat(start), date.fromisoformat(end),
-                                   seed=seed)
-    else:
-        specs = sy.demo_specs()
-    click.echo(f"writing {len(specs)} scene(s) of {size}x{size} px to {out}", err=True)
-    root = sy.synthesize_archive(out, specs, size=size, seed=seed)
-    click.echo(str(root))
-
-
-@main.command()
-@click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("raw2ready-demo"),
-              show_default=True, help="Where to put the synthetic archive and the products.")
-@click.option("--size", type=int, default=600, show_default=True, help="Scene side in 10 m pixels.")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
-def demo(workdir: Path, size: int, workers: int) -> None:
-    """Synthesize a small archive (2 tiles, pre- and post-04.00 scenes, a fully clouded one) and process it."""
-    from steps import synth as sy
-
-    archive = workdir / "archive"
-    out = workdir / "products"
-    specs = sy.demo_specs()
-    click.echo(f"1/2 synthesizing {len(specs)} scenes ({size}x{size} px) into {archive}", err=True)
-    root = sy.synthesize_archive(archive, specs, size=size, seed=0)
-    tiles = sorted({s.tile for s in specs})
-    start = min(s.datetime for s in specs).date().isoformat()
-    end = max(s.datetime for s in specs).date().isoformat()
-    click.echo(f"2/2 processing {','.join(tiles)} {start}..{end} into {out}", err=True)
-    summary = run_range(str(root), tiles, start, end, str(out.resolve()), workers, False)
-    _print_summary(summary)
-    click.echo(
-        "\nNext:\n"
-        f"  browse the catalog:  {out.resolve() / 'catalog.json'}\n"
-        f"  validate it:         raw2ready validate {out.resolve() / 'catalog.json'}\n"
-        f"  run again (no work): raw2ready run --source {root} --tiles {','.join(tiles)} --start {start} "
-        f"--end {end} --out {out.resolve()}"
-    )
-    _print_serve_hint(str(out.resolve()))
-    sys.exit(summary.exit_code)
-
-
-def _print_serve_hint(out: str) -> None:
-    """Tell the user how to serve ``out`` over OGC API-EDR, with example queries (when pygeoapi is installed)."""
-    try:
-        from steps.edr.config import ServeOptions, example_urls
-        from steps.edr.index import load_index
-    except ImportError:  # a step image without the serve extra
-        click.echo("  serve it over EDR:   pip install 'raw2ready[serve]', then raw2ready serve --catalog " + out)
-        return
-    try:
-        index, _storage = load_index(out)
-    except FileNotFoundError:
-        return
-    click.echo(f"  serve it over EDR:   raw2ready serve --catalog {out} --port 5000\n  then query, e.g.:")
-    for url in example_urls(ServeOptions(catalog=out), index)[2:5]:
-        click.echo(f"    curl '{url}'")
 
 
 @main.command()

@@ -63,26 +63,32 @@ class LaiOutputs(StepOutputs):
     status: str = Field(description="done")
 
 
-def pixel_angles(scene: Scene, shape: tuple[int, int], res: int) -> tuple[dict[str, np.ndarray | float], str]:
-    """Sun/view zenith and azimuth (degrees) per pixel of the ``res`` grid, or scene means as fallback."""
+def pixel_angles(scene: Scene, shape: tuple[int, int], res: float) -> tuple[dict[str, np.ndarray | float], str]:
+    """Sun/view zenith and azimuth (degrees) per pixel of a grid of pixel size ``res`` m, or scene means.
+
+    Per-pixel values come from bilinear interpolation of the MTD_TL.xml grids; a source without granule
+    metadata (or with unusable grids) gets the scene means, and the returned text says which.
+    """
     a = scene.angles
-    try:
-        out: dict[str, np.ndarray | float] = {
-            "sun_zenith": interpolate_grid(a.array("sun_zenith"), step_m=a.step_m, out_shape=shape, res_m=res),
-            "sun_azimuth": interpolate_azimuth_grid(a.array("sun_azimuth"), step_m=a.step_m, out_shape=shape,
-                                                    res_m=res),
-            "view_zenith": interpolate_grid(a.array("view_zenith"), step_m=a.step_m, out_shape=shape, res_m=res),
-            "view_azimuth": interpolate_azimuth_grid(a.array("view_azimuth"), step_m=a.step_m, out_shape=shape,
-                                                     res_m=res),
-        }
-        return out, "per-pixel bilinear interpolation of the 23x23 granule-metadata grids"
-    except ValueError as exc:
-        log.warning("%s: angle grids unusable (%s); using scene-mean angles", scene.scene_id, exc)
-        means: dict[str, np.ndarray | float] = {
-            "sun_zenith": a.mean_sun_zenith, "sun_azimuth": a.mean_sun_azimuth,
-            "view_zenith": a.mean_view_zenith, "view_azimuth": a.mean_view_azimuth,
-        }
-        return means, "scene-mean angles (grids unusable)"
+    if a.has_grids and a.step_m is not None:
+        try:
+            out: dict[str, np.ndarray | float] = {
+                "sun_zenith": interpolate_grid(a.array("sun_zenith"), step_m=a.step_m, out_shape=shape, res_m=res),
+                "sun_azimuth": interpolate_azimuth_grid(a.array("sun_azimuth"), step_m=a.step_m, out_shape=shape,
+                                                        res_m=res),
+                "view_zenith": interpolate_grid(a.array("view_zenith"), step_m=a.step_m, out_shape=shape,
+                                                res_m=res),
+                "view_azimuth": interpolate_azimuth_grid(a.array("view_azimuth"), step_m=a.step_m,
+                                                         out_shape=shape, res_m=res),
+            }
+            return out, f"per-pixel bilinear interpolation of the 23x23 grids ({a.source})"
+        except ValueError as exc:
+            log.warning("%s: angle grids unusable (%s); using scene-mean angles", scene.scene_id, exc)
+    means: dict[str, np.ndarray | float] = {
+        "sun_zenith": a.mean_sun_zenith, "sun_azimuth": a.mean_sun_azimuth,
+        "view_zenith": a.mean_view_zenith, "view_azimuth": a.mean_view_azimuth,
+    }
+    return means, f"scene-mean angles ({a.source})"
 
 
 def _gather(a: np.ndarray | float, idx: np.ndarray) -> np.ndarray | float:
@@ -116,8 +122,16 @@ def run_lai(inputs: LaiInputs, settings: Settings) -> LaiOutputs:
     for k, (band, dn) in enumerate(zip(LAI_BANDS, scene.read_dn(LAI_BANDS, 20), strict=True)):
         _gather_reflectance(scene, band, dn, idx, refl[k])
         del dn
+    # a reflectance still negative after the offset is invalid input: no LAI there, counted in the item
+    neg = (refl < 0).any(axis=0)
+    negative = int(np.count_nonzero(neg))
+    if negative:
+        keep = ~neg
+        idx, refl = idx[keep], np.ascontiguousarray(refl[:, keep])
+        log.info("%s: %d clear pixels with a negative LAI input reflectance left without LAI", scene.scene_id,
+                 negative)
     t1 = time.monotonic()
-    angles, angle_source = pixel_angles(scene, g20.shape, 20)
+    angles, angle_source = pixel_angles(scene, g20.shape, g20.res)
     cos_vz, cos_sz, cos_raa = lai_angle_cosines(*(_gather(angles[k], idx) for k in (
         "sun_zenith", "sun_azimuth", "view_zenith", "view_azimuth")))
     del angles
@@ -143,7 +157,8 @@ def run_lai(inputs: LaiInputs, settings: Settings) -> LaiOutputs:
         "mode": LAI_MODE,
         "angles": angle_source,
         "relative_azimuth": "cos(sun_azimuth - view_azimuth), plain difference (SNAP)",
-        "resampling": "B03/B04 10 m -> 20 m mean; other bands native 20 m",
+        "resampling": f"bands averaged (valid DNs only) or repeated onto the {g20.res:g} m grid",
+        "negative_reflectance_px": negative,
         "software": {"snap-biophysical-networks": f"{net.id} (opttbx-biophysical auxdata)"},
     }
     return LaiOutputs(lai=lai_href, lai_flags=flags_href, provenance=json.dumps(prov, sort_keys=True), status="done")

@@ -63,7 +63,8 @@ def _l1c_toa(scene: Scene, res: int) -> tuple[np.ndarray, np.ndarray]:
     """L1C TOA reflectance (H, W, 10) in s2cloudless band order on the ``res`` grid, and its validity."""
     from steps.science.cloudmask import S2CLOUDLESS_BANDS
 
-    stack = scene.reflectances(S2CLOUDLESS_BANDS, res, level="L1C")  # (10, H, W), bands read concurrently
+    # (10, H, W) on a res-metre grid (a pixel size, not a product grid class), bands read concurrently
+    stack = scene.reflectances(S2CLOUDLESS_BANDS, res, level="L1C", grid=scene.grid_at(float(res)))
     valid = np.isfinite(stack).all(axis=0)
     toa = np.ascontiguousarray(np.moveaxis(stack, 0, -1))  # pixel-major: the model reads one row per pixel
     del stack
@@ -87,13 +88,14 @@ def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str
     )
 
     g20 = scene.grid(20)
-    # SCL and the two native 20 m bands that decide no data, read concurrently
-    scl, b05_dn, b8a_dn = read_bands([BandRead(scene.scl_href, g20, what=f"{scene.scene_id} SCL")] + [
-        BandRead(scene.bands[b].href, g20, what=f"{scene.scene_id} {b}") for b in ("B05", "B8A")])
+    # SCL (classes: nearest) and the two 20 m bands that decide no data (valid-DN average), read concurrently
+    (scl,) = read_bands([BandRead(scene.scl.href, g20, what=f"{scene.scene_id} SCL")])
+    b05_dn, b8a_dn = scene.read_dn(["B05", "B8A"], 20)
     scl_dilation, cloud_dilation = 5, 2
     info: dict[str, Any] = {"scl_classes": {"cloud": [8, 9], "shadow": [3], "cirrus": [10], "snow": [11],
                                             "invalid": [1], "nodata": [0]},
-                            "scl_dilation_px_20m": scl_dilation}
+                            "scl_dilation_px_20m": scl_dilation,
+                            "scl_cloud_cover_pct": scl_cloud_cover(scl)}
     if scene.l1c_bands:
         res = int(settings.cloud_resolution_m)
         if res not in (20, 60, 160):
@@ -122,6 +124,19 @@ def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str
     for dn in (b05_dn, b8a_dn):
         codes[dn == 0] = MASK_NODATA
     return codes, info
+
+
+def scl_cloud_cover(scl: np.ndarray) -> float | None:
+    """Percentage of valid SCL pixels (class ≠ 0) in classes 8, 9, 10 (cloud medium/high, thin cirrus).
+
+    ESA's ``CLOUDY_PIXEL_PERCENTAGE`` (an item's ``eo:cloud_cover``) is the sum of these three classes'
+    percentages, so this reproduces the source's figure from the SCL band as read. None without valid pixels.
+    """
+    valid = int(np.count_nonzero(scl))
+    if valid == 0:
+        return None
+    cloudy = int(np.count_nonzero((scl == 8) | (scl == 9) | (scl == 10)))
+    return round(100.0 * cloudy / valid, 4)
 
 
 def _version(dist: str) -> str:

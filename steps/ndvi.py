@@ -1,4 +1,8 @@
-"""Step ``ndvi``: 10 m NDVI from L2A B04/B08 reflectance, masked by the scene's cloud mask.
+"""Step ``ndvi``: NDVI from L2A B04/B08 reflectance (10 m for a full-resolution source), masked by the cloud mask.
+
+Pixels where either reflectance is negative after the radiometric offset are invalid (no data) and counted;
+the count is returned in the step's provenance and recorded in the item. When the source has no B08 (a
+60 m-only product), B8A is the NIR band, recorded in the scene manifest and the item.
 
 Fast path (pixel-identical to converting whole bands, see ``docs/BENCHMARKS.md``): both bands are read
 concurrently as DN, then row stripes are converted to reflectance, turned into NDVI and encoded by two
@@ -8,6 +12,7 @@ work raster is written directly as the final COG.
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +25,7 @@ from steps.products import CLOUD_MASK, NDVI
 from steps.raster import encode, read_band, write_gtiff
 from steps.scene import BandInfo, load_scene
 from steps.science.ndvi import ndvi
-from steps.science.radiometry import dn_to_reflectance
+from steps.science.radiometry import dn_to_reflectance, mask_negative
 from steps.science.scl import MASK_CLEAR
 from steps.settings import Settings
 from steps.storage import join, open_storage
@@ -39,14 +44,17 @@ class NdviInputs(StepInputs):
 class NdviOutputs(StepOutputs):
     """Outputs of ``ndvi``."""
 
-    ndvi: str = Field(description="href of the 10 m work NDVI raster")
+    ndvi: str = Field(description="href of the work NDVI raster (grid class 10)")
+    provenance: str = Field("{}", description="JSON object: bands, grid, negative-reflectance pixels masked")
     status: str = Field(description="done")
 
 
-def clear_10m(mask20: np.ndarray) -> np.ndarray:
-    """Boolean clear mask on the 10 m grid from 20 m mask codes (each 20 m pixel covers 2×2)."""
-    clear = mask20 == MASK_CLEAR
-    return np.repeat(np.repeat(clear, 2, axis=0), 2, axis=1)
+def clear_fine(mask: np.ndarray, factor: int = 2) -> np.ndarray:
+    """Boolean clear mask on a grid ``factor`` times finer than the mask codes' grid (each pixel repeated)."""
+    clear = mask == MASK_CLEAR
+    if factor == 1:
+        return clear
+    return np.repeat(np.repeat(clear, factor, axis=0), factor, axis=1)
 
 
 STRIPE_ROWS = 512
@@ -57,23 +65,32 @@ WORKERS = 2
 
 
 def ndvi_stored(red_dn: np.ndarray, nir_dn: np.ndarray, red: BandInfo, nir: BandInfo, mask20: np.ndarray, *,
-                stripe_rows: int = STRIPE_ROWS, workers: int = WORKERS) -> np.ndarray:
-    """Encoded NDVI (int16, product ``ndvi``) from 10 m DN arrays (B04, B08) and their radiometry, in stripes.
+                stripe_rows: int = STRIPE_ROWS, workers: int = WORKERS) -> tuple[np.ndarray, int]:
+    """Encoded NDVI (int16, product ``ndvi``) from DN arrays (B04, NIR) and their radiometry, in stripes.
 
-    Equal, pixel for pixel, to ``encode(ndvi(ρ_red, ρ_nir, clear_10m(mask20)), NDVI)`` on whole bands with
-    ρ = :func:`dn_to_reflectance`: every operation is element-wise, so splitting the rows changes no value.
+    ``mask20`` holds the cloud-mask codes on a grid 1 or 2 times coarser than the bands (20 m mask for 10 m
+    bands; the same grid when the products are made at 20 or 60 m). Returns the encoded NDVI and the
+    number of clear pixels masked because a reflectance was negative after the offset.
+
+    Equal, pixel for pixel, to ``encode(ndvi(ρ_red, ρ_nir, clear_fine(mask20, k)), NDVI)`` on whole bands
+    with ρ = :func:`dn_to_reflectance`: every operation is element-wise, so splitting the rows changes
+    no value.
     """
     rows = red_dn.shape[0]
-    if red_dn.shape != nir_dn.shape or (2 * mask20.shape[0], 2 * mask20.shape[1]) != red_dn.shape:
-        raise ValueError(f"band shapes {red_dn.shape}/{nir_dn.shape} do not match the 20 m mask {mask20.shape}")
+    k = rows // max(mask20.shape[0], 1)
+    if red_dn.shape != nir_dn.shape or k not in (1, 2) or (k * mask20.shape[0], k * mask20.shape[1]) != red_dn.shape:
+        raise ValueError(f"band shapes {red_dn.shape}/{nir_dn.shape} do not match the mask grid {mask20.shape}")
     out = np.empty(red_dn.shape, dtype=NDVI.dtype)
     step = max(2, stripe_rows - stripe_rows % 2)
+    negatives = [0] * (rows // step + 1)
 
     def stripe(r0: int) -> None:
         r1 = min(r0 + step, rows)
         rho_red = dn_to_reflectance(red_dn[r0:r1], red.scale, red.offset)
         rho_nir = dn_to_reflectance(nir_dn[r0:r1], nir.scale, nir.offset)
-        out[r0:r1] = encode(ndvi(rho_red, rho_nir, clear_10m(mask20[r0 // 2:(r1 + 1) // 2])), NDVI)
+        clear = clear_fine(mask20[r0 // k:(r1 + k - 1) // k], k)
+        negatives[r0 // step] = int(np.count_nonzero(mask_negative(rho_red, rho_nir) & clear))
+        out[r0:r1] = encode(ndvi(rho_red, rho_nir, clear), NDVI)
 
     starts = range(0, rows, step)
     if workers <= 1:
@@ -82,7 +99,7 @@ def ndvi_stored(red_dn: np.ndarray, nir_dn: np.ndarray, red: BandInfo, nir: Band
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(stripe, starts))  # list() re-raises the first error
-    return out
+    return out, sum(negatives)
 
 
 def run_ndvi(inputs: NdviInputs, settings: Settings) -> NdviOutputs:
@@ -92,11 +109,17 @@ def run_ndvi(inputs: NdviInputs, settings: Settings) -> NdviOutputs:
     mask20, _ = read_band(inputs.cloud_mask, what=f"{scene.scene_id} cloud mask")
     if mask20.dtype != np.dtype(CLOUD_MASK.dtype):
         raise ValueError("cloud mask has an unexpected data type")
-    red_dn, nir_dn = scene.read_dn(["B04", "B08"], 10)
-    stored = ndvi_stored(red_dn, nir_dn, scene.band_info("B04"), scene.band_info("B08"), mask20)
+    nir_band = scene.ndvi_nir_band
+    red_dn, nir_dn = scene.read_dn(["B04", nir_band], 10)
+    stored, negative = ndvi_stored(red_dn, nir_dn, scene.band_info("B04"), scene.band_info(nir_band), mask20)
     del red_dn, nir_dn
-    href = write_gtiff(storage, join(work_folder(scene.scene_id), "ndvi.tif"), stored, scene.grid(10), NDVI)
-    return NdviOutputs(ndvi=href, status="done")
+    grid = scene.grid(10)
+    href = write_gtiff(storage, join(work_folder(scene.scene_id), "ndvi.tif"), stored, grid, NDVI)
+    if negative:
+        log.info("%s: %d clear pixels with negative B04/%s reflectance masked in NDVI", scene.scene_id, negative,
+                 nir_band)
+    prov = {"bands": ["B04", nir_band], "resolution_m": grid.res, "negative_reflectance_px": negative}
+    return NdviOutputs(ndvi=href, provenance=json.dumps(prov, sort_keys=True), status="done")
 
 
 NDVI_STEP = Step(

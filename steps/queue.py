@@ -334,7 +334,8 @@ class Worker:
             log.warning("order %s was done but %d scene(s) are no longer complete (e.g. quarantined by "
                         "`audit --requeue`): running it again", mid, len(gone))
         tiles = order.tiles.split(",")
-        scenes = find_scenes(order.source, tiles, order.start.isoformat(), order.end.isoformat())
+        scenes = find_scenes(order.source, tiles, order.start.isoformat(), order.end.isoformat(),
+                             resolution=order.resolution)
         log.info("order %s %s %s..%s: %d scene(s)", mid, order.tiles, order.start, order.end, len(scenes))
         n = len(scenes)
         seen = [0]

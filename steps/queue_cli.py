@@ -50,22 +50,42 @@ def _date(text: str, name: str) -> date:
 
 
 @click.command("tiles")
-@click.option("--aoi", default=None, help="Named area: thailand (the committed tile list).")
+@click.option("--aoi", default=None, help="Named area: thailand (committed tile sets, see --cover).")
 @click.option("--bbox", default=None, help="minlon,minlat,maxlon,maxlat in degrees (WGS84).")
+@click.option("--cover", type=click.Choice(["all", "minimal"]), default="all", show_default=True,
+              help="With --aoi: 'all' = every tile holding land of the area (thailand: 98); 'minimal' = only "
+                   "tiles holding land no other tile holds, still covering the whole area (thailand: 90).")
+@click.option("--land-only", is_flag=True, default=False,
+              help="With --bbox: keep only tiles that ESA's grid flags as land.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "geojson"]), default="text",
               show_default=True, help="One id per line, a JSON list, or footprints as GeoJSON.")
-def tiles_cmd(aoi: str | None, bbox: str | None, fmt: str) -> None:
-    """List the Sentinel-2 MGRS tiles whose 109.8 km footprint intersects an area.
+def tiles_cmd(aoi: str | None, bbox: str | None, cover: str, land_only: bool, fmt: str) -> None:
+    """List the tiles of ESA's Sentinel-2 grid that cover an area.
+
+    --aoi: the committed tile set of a named area (--cover all: every tile with land in the area;
+    --cover minimal: the smallest set that still covers all of its land). --bbox: every tile whose
+    polygon in ESA's grid intersects the box (touching counts); --land-only drops tiles of open sea.
+    Only ids that exist in the Sentinel-2 archive's grid are listed. The count goes to stderr.
 
     \b
     raw2ready tiles --aoi thailand
+    raw2ready tiles --aoi thailand --cover minimal --format json
     raw2ready tiles --bbox 100.3,13.5,100.9,14.0 --format geojson
     """
     from steps.grid import footprint_polygon_lonlat, parse_tile
+    from steps.tiles import aoi_tiles, parse_bbox, tiles_for_bbox
 
     if bool(aoi) == bool(bbox):
         raise UsageError("give exactly one of --aoi or --bbox")
-    ids = _select_tiles(None, aoi, bbox or "")
+    if aoi:
+        if land_only:
+            raise UsageError("--land-only applies to --bbox (an --aoi set holds land already)")
+        ids = aoi_tiles(aoi, cover)
+    else:
+        if cover != "all":
+            raise UsageError("--cover minimal applies to --aoi only")
+        assert bbox is not None
+        ids = tiles_for_bbox(parse_bbox(bbox), land_only=land_only)
     if fmt == "text":
         click.echo("\n".join(ids))
     elif fmt == "json":
@@ -75,7 +95,7 @@ def tiles_cmd(aoi: str | None, bbox: str | None, fmt: str) -> None:
         for tid in ids:
             t = parse_tile(tid)
             feats.append({"type": "Feature", "id": tid,
-                          "properties": {"tile": tid, "epsg": t.epsg, "bounds": list(t.bounds)},
+                          "properties": {"tile": tid, "epsg": t.epsg, "bounds": list(t.bounds), "land": t.land},
                           "geometry": {"type": "Polygon", "coordinates": [footprint_polygon_lonlat(t.epsg, t.bounds)]}})
         click.echo(json.dumps({"type": "FeatureCollection", "features": feats}))
     click.echo(f"{len(ids)} tile(s)", err=True)

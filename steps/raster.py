@@ -1,6 +1,8 @@
 """Raster I/O: read bands from any href (local, s3://, https://), write work GeoTIFFs and publish COGs.
 
-Reads go through GDAL with :func:`steps.storage.gdal_env`; writes are staged in a private scratch
+Reads go through GDAL with :func:`steps.storage.gdal_env` of the side the raster lives on — the input
+archive (``side="source"``, the default for band reads) or raw2ready's own outputs (``side="output"``,
+e.g. a work cloud mask); writes are staged in a private scratch
 directory and then moved into storage atomically (``Storage.put_file``), so a reader never sees a
 half-written raster.
 
@@ -11,7 +13,9 @@ releases the GIL inside GDAL). Work rasters are written once, directly in their 
 validate, hash and copy them instead of decompressing and re-encoding every pixel.
 
 GDAL read failures are classified: HTTP 5xx/timeouts/connection resets become ``TransientError`` (exit
-75, retried), anything else about a band becomes ``InvalidInputError`` (exit 3).
+75, retried), anything else about a band becomes ``InvalidInputError`` (exit 3); an S3 refusal (HTTP 403,
+``AccessDenied``, ``InvalidAccessKeyId``, ``SignatureDoesNotMatch``) names the bucket, the side and the
+setting to change, as boto3 errors do (:func:`steps.storage.access_denied_message`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,16 @@ from rasterio.enums import Resampling
 
 from steps.errors import InvalidInputError, TransientError
 from steps.products import Product
-from steps.storage import LocalStorage, S3Storage, gdal_env, read_uri, scratch_dir, sha256_multihash_file
+from steps.settings import Side, get_settings
+from steps.storage import (
+    LocalStorage,
+    S3Storage,
+    access_denied_message,
+    gdal_env,
+    read_uri,
+    scratch_dir,
+    sha256_multihash_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +58,49 @@ _TRANSIENT_GDAL = re.compile(
 )
 
 
+_DENIED_GDAL = re.compile(
+    r"\b(AccessDenied|Access Denied|Forbidden|InvalidAccessKeyId|SignatureDoesNotMatch|InvalidToken|ExpiredToken|"
+    r"AllAccessDisabled)\b|HTTP (response code|error code)\s*:?\s*403|"
+    r"Access Key Id you provided does not exist|signature we calculated does not match|security token",
+    re.IGNORECASE,
+)
+# GDAL passes S3's error *message* on, sometimes without its code: recognise both
+_DENIED_CODES = (
+    ("InvalidAccessKeyId", re.compile(r"InvalidAccessKeyId|Access Key Id you provided does not exist", re.I)),
+    ("SignatureDoesNotMatch", re.compile(r"SignatureDoesNotMatch|signature we calculated does not match", re.I)),
+    ("InvalidToken", re.compile(r"InvalidToken|ExpiredToken|security token", re.I)),
+    ("AccessDenied", re.compile(r"AccessDenied|Access Denied", re.I)),
+)
+
+
+def _s3_url(href: str) -> str | None:
+    """``s3://bucket/key`` for an ``s3://`` or ``/vsis3/`` href, else ``None``."""
+    if href.startswith("s3://"):
+        return href
+    if href.startswith("/vsis3/"):
+        return "s3://" + href.removeprefix("/vsis3/")
+    return None
+
+
 @contextlib.contextmanager
-def gdal_errors(what: str) -> Iterator[None]:
-    """Classify rasterio/GDAL errors raised inside the block (transient vs invalid input)."""
+def gdal_errors(what: str, *, href: str | None = None, side: Side | None = None) -> Iterator[None]:
+    """Classify rasterio/GDAL errors raised inside the block (transient vs invalid input).
+
+    With the ``href`` being read and the ``side`` it was read with, an S3 refusal becomes an
+    ``InvalidInputError`` naming the bucket and the ``RAW2READY_…`` setting to change.
+    """
     try:
         yield
     except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise InvalidInputError(f"{what}: not found") from exc
         msg = str(exc)
+        url = _s3_url(href or what)
+        if url is not None and _DENIED_GDAL.search(msg):
+            code = next((c for c, pattern in _DENIED_CODES if pattern.search(msg)), "403")
+            cfg = get_settings().s3_side(side) if side is not None else None
+            label = "" if what == href or href is None else f"{what}: "
+            raise InvalidInputError(label + access_denied_message(url, code, cfg)) from exc
         if _TRANSIENT_GDAL.search(msg):
             raise TransientError(f"{what}: {msg}") from exc
         raise InvalidInputError(f"{what}: unreadable ({msg.splitlines()[0] if msg else type(exc).__name__})") from exc
@@ -88,15 +135,19 @@ READ_WORKERS = 2
 
 
 def read_band(href: str, *, grid: Grid | None = None, resampling: Resampling = Resampling.nearest,
-              what: str | None = None) -> tuple[np.ndarray, Grid]:
+              what: str | None = None, side: Side = "source") -> tuple[np.ndarray, Grid]:
     """Read band 1 of ``href`` as stored (e.g. uint16 DN). With ``grid``, resample onto that grid's shape.
+
+    ``side`` is the storage ``href`` lives on: ``"source"`` (default) for bands of the input archive,
+    ``"output"`` for rasters raw2ready wrote (work files such as the cloud mask).
 
     The grid's extent must equal the file's (Sentinel-2 bands of one tile share the extent), so resampling
     only changes the pixel size — e.g. 20 m → 10 m nearest, or 10 m → 20 m average. Tiles are decoded on
     all cores (the pixels are the same as a single-threaded read).
     """
     label = what or href
-    with gdal_env(), gdal_errors(label), rasterio.open(href, NUM_THREADS=GDAL_THREADS) as src:
+    with (gdal_env(side=side), gdal_errors(label, href=href, side=side),
+          rasterio.open(href, NUM_THREADS=GDAL_THREADS) as src):
         file_grid = Grid(src.crs.to_string() if src.crs else "", src.transform, (src.height, src.width))
         if grid is None or grid.shape == file_grid.shape:
             data = src.read(1)
@@ -107,12 +158,13 @@ def read_band(href: str, *, grid: Grid | None = None, resampling: Resampling = R
 
 @dataclass(frozen=True)
 class BandRead:
-    """One request for :func:`read_bands` (the arguments of :func:`read_band`)."""
+    """One request for :func:`read_bands` (the arguments of :func:`read_band`; source side by default)."""
 
     href: str
     grid: Grid | None = None
     resampling: Resampling = Resampling.nearest
     what: str | None = None
+    side: Side = "source"
 
 
 def read_bands(requests: Sequence[BandRead], workers: int = READ_WORKERS) -> list[np.ndarray]:
@@ -122,7 +174,7 @@ def read_bands(requests: Sequence[BandRead], workers: int = READ_WORKERS) -> lis
     (already classified as transient/invalid input) is raised.
     """
     def one(r: BandRead) -> np.ndarray:
-        return read_band(r.href, grid=r.grid, resampling=r.resampling, what=r.what)[0]
+        return read_band(r.href, grid=r.grid, resampling=r.resampling, what=r.what, side=r.side)[0]
 
     if workers <= 1 or len(requests) <= 1:
         return [one(r) for r in requests]
@@ -130,9 +182,12 @@ def read_bands(requests: Sequence[BandRead], workers: int = READ_WORKERS) -> lis
         return list(pool.map(one, requests))
 
 
-def raster_info(href: str, what: str | None = None) -> dict[str, Any]:
-    """CRS, transform, shape, dtype, nodata and block size of a raster (metadata only, no pixels)."""
-    with gdal_env(), gdal_errors(what or href), rasterio.open(href) as src:
+def raster_info(href: str, what: str | None = None, *, side: Side = "source") -> dict[str, Any]:
+    """CRS, transform, shape, dtype, nodata and block size of a raster (metadata only, no pixels).
+
+    ``side``: the storage ``href`` lives on (default: the input archive).
+    """
+    with gdal_env(side=side), gdal_errors(what or href, href=href, side=side), rasterio.open(href) as src:
         return {
             "crs": src.crs.to_string() if src.crs else None,
             "epsg": src.crs.to_epsg() if src.crs else None,
@@ -207,7 +262,7 @@ def write_gtiff(storage: LocalStorage | S3Storage, key: str, data: np.ndarray, g
         path = d / Path(key).name
         mem, ds = _mem_dataset(np.asarray(data, dtype=product.dtype), grid, product, tags)
         try:
-            with gdal_env(), rasterio.Env(**COG_TMP_ENV):
+            with gdal_env(side="output"), rasterio.Env(**COG_TMP_ENV):
                 rio_copy(ds, str(path), driver="COG", **cog_options(product))
         finally:
             ds.close()
@@ -297,13 +352,13 @@ def publish_cog(src_href: str, storage: LocalStorage | S3Storage, key: str, prod
 
     with scratch_dir() as d:
         out = d / Path(key).name
-        with gdal_env(), gdal_errors(src_href):
+        with gdal_env(side="output"), gdal_errors(src_href, href=src_href, side="output"):
             if is_product_cog(src_href, product):
                 local = _local_file(src_href)
                 if local is not None:
                     shutil.copyfile(local, out)  # a private copy: what is validated is what is uploaded
                 else:
-                    out.write_bytes(read_uri(src_href))
+                    out.write_bytes(read_uri(src_href, side="output"))
             else:
                 # opening maps s3:// and https:// to GDAL's /vsi paths
                 with rasterio.Env(**COG_TMP_ENV), rasterio.open(src_href) as src:

@@ -63,7 +63,7 @@ def _t(task: str, output: str) -> Ref:
 def _scene_dag() -> tuple[Task, ...]:
     tasks = [
         Task("ingest", "ingest", {"scene_id": _s("scene_id"), "l2a_href": _s("l2a_href"),
-                                  "l1c_href": _s("l1c_href"), "out": _p("out")}),
+                                  "l1c_href": _s("l1c_href"), "resolution": _s("resolution"), "out": _p("out")}),
         Task("mask", "mask", {"scene": _t("ingest", "scene"), "out": _p("out")}, depends=("ingest",)),
         Task("ndvi", "ndvi", {"scene": _t("ingest", "scene"), "cloud_mask": _t("mask", "cloud_mask"),
                               "out": _p("out")}, depends=("mask",), only_if_mask_done=True),
@@ -75,7 +75,7 @@ def _scene_dag() -> tuple[Task, ...]:
     tasks.append(Task("lai", "lai", {"scene": _t("ingest", "scene"), "cloud_mask": _t("mask", "cloud_mask"),
                                      "out": _p("out")}, depends=("mask",), only_if_mask_done=True))
     cog_args |= {"lai": _t("lai", "lai"), "lai_flags": _t("lai", "lai_flags")}
-    stac_args |= {"lai_provenance": _t("lai", "provenance")}
+    stac_args |= {"lai_provenance": _t("lai", "provenance"), "ndvi_provenance": _t("ndvi", "provenance")}
     tasks.append(Task("cog", "cog", cog_args, depends=("ndvi", "lai"), only_if_mask_done=True))
     tasks.append(Task("stac", "stac", stac_args, depends=("cog",), only_if_mask_done=True))
     return tuple(tasks)
@@ -84,7 +84,7 @@ def _scene_dag() -> tuple[Task, ...]:
 SCENE_DAG: tuple[Task, ...] = _scene_dag()
 """ingest → mask → (ndvi ‖ lai) → cog → stac, in a valid topological order."""
 
-WORKFLOW_PARAMS = ("source", "tiles", "start", "end", "out", "force")
+WORKFLOW_PARAMS = ("source", "tiles", "start", "end", "out", "force", "resolution")
 """Parameters of the entry workflow (also the fields of a work order)."""
 
 

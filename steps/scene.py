@@ -1,8 +1,19 @@
 """The scene manifest: what ``ingest`` resolves once and every later step reads.
 
-It names each band's href and its reflectance conversion (reflectance = DN·scale + offset, DN 0 = no
-data), the tile grid, the angle grids and the source identities. It lives at
-``<out>/work/<scene_id>/scene.json`` and is deleted with the work folder once the scene is published.
+It names each band's file and its reflectance conversion (reflectance = DN·scale + offset, DN 0 = no
+data), the output grids, the sun/view angles and the source identities, and records where each decision
+came from (radiometry, angles, resolution). It lives at ``<out>/work/<scene_id>/scene.json`` and is
+deleted with the work folder once the scene is published.
+
+Grids. Steps ask for a grid by its *nominal class* — 10 (NDVI), 20 (LAI, cloud mask), 60 or any other
+metre value (s2cloudless evaluation) — and :meth:`Scene.grid` answers with the pixel size ingest chose
+for that class: 10/20 m for a full-resolution source, 20/20 m with ``--resolution 20``, 60/60 m for a
+source that only has 60 m bands (or ``--resolution 60``), and 100/200 m for the decimated real COGs in
+the tests. All grids share the upper-left corner and the extent of the scene (the tile, or a window of it).
+
+Resampling. Every band is read from its finest file. Going coarser averages only valid DNs
+(:func:`steps.science.resample.block_mean_dn`: DN 0 is never averaged in, whether or not the file has a
+nodata tag); going finer repeats pixels (nearest).
 """
 
 from __future__ import annotations
@@ -18,39 +29,60 @@ from pydantic import BaseModel, ConfigDict, Field
 from steps.errors import InvalidInputError
 from steps.raster import BandRead, Grid, read_bands
 from steps.science.radiometry import dn_to_reflectance
+from steps.science.resample import block_mean_dn
 from steps.source import SceneRef
 from steps.storage import read_uri
 
 
 class BandInfo(BaseModel):
-    """One band asset and how to turn its DN into reflectance."""
+    """One band file and how to turn its DN into reflectance."""
 
     model_config = ConfigDict(extra="forbid")
 
     href: str
-    resolution: int
+    resolution: float = Field(description="pixel size of the file in metres (as stored, e.g. 10, 20, 60)")
     scale: float = Field(description="reflectance per DN (1/quantification)")
     offset: float = Field(description="reflectance offset (add_offset/quantification; 0 before PB 04.00)")
 
 
 class AngleGrids(BaseModel):
-    """Granule-metadata angle grids in degrees; node (i, j) at (ulx + j·step, uly − i·step)."""
+    """Sun/view angles in degrees: 23×23 grids from MTD_TL.xml (node (i, j) at (ulx + j·step, uly − i·step)),
+    or only scene means when the source has no granule metadata (``step_m`` is then None)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    step_m: float
-    sun_zenith: list[list[float | None]]
-    sun_azimuth: list[list[float | None]]
-    view_zenith: list[list[float | None]]
-    view_azimuth: list[list[float | None]]
+    source: str = Field(description="where the angles come from")
+    step_m: float | None = None
+    sun_zenith: list[list[float | None]] | None = None
+    sun_azimuth: list[list[float | None]] | None = None
+    view_zenith: list[list[float | None]] | None = None
+    view_azimuth: list[list[float | None]] | None = None
     mean_sun_zenith: float
     mean_sun_azimuth: float
     mean_view_zenith: float
     mean_view_azimuth: float
 
+    @property
+    def has_grids(self) -> bool:
+        """True when per-node grids are present (else only the means)."""
+        return self.step_m is not None and self.sun_zenith is not None
+
     def array(self, name: str) -> np.ndarray:
-        """One grid as float64 (None → NaN)."""
-        return np.array(getattr(self, name), dtype=np.float64)
+        """One grid as float64 (None → NaN); ``ValueError`` when the scene has only means."""
+        grid = getattr(self, name)
+        if grid is None:
+            raise ValueError(f"no {name} grid (angles from {self.source})")
+        return np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=np.float64)
+
+
+class RadiometryRecord(BaseModel):
+    """Which source decided the DN → reflectance conversion (recorded in every derived item)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="deciding source of the L2A conversion, e.g. 'product metadata BOA_ADD_OFFSET'")
+    detail: str = ""
+    l1c_source: str = Field("", description="deciding source of the L1C conversion ('' without L1C)")
 
 
 class Scene(SceneRef):
@@ -61,62 +93,89 @@ class Scene(SceneRef):
     epsg: int
     ulx: float
     uly: float
-    shape_10m: tuple[int, int]
+    extent_m: tuple[float, float] = Field(description="(height, width) of the scene's extent in metres")
+    grid_res: dict[int, float] = Field(description="nominal grid class (10, 20, 60) -> pixel size used (m)")
+    source_format: str = Field(description="'stac-item:<convention>' or 'safe'")
     bands: dict[str, BandInfo]
-    scl_href: str
+    scl: BandInfo
+    ndvi_nir_band: str = Field("B08", description="NIR band of the NDVI: B08, or B8A when the source lacks B08")
     l1c_bands: dict[str, BandInfo] = Field(default_factory=dict)
     l1c_processing_baseline: str = ""
     angles: AngleGrids
-    offsets_source: str = Field(description="where the radiometric offsets came from")
+    radiometry: RadiometryRecord
+    cloud_cover: float | None = Field(None, description="the source's stated cloud cover (%), e.g. eo:cloud_cover")
     warnings: list[str] = Field(default_factory=list)
 
     def grid(self, res: int) -> Grid:
-        """The scene's grid at ``res`` metres (10, 20 or 60)."""
-        factor = res // 10
-        rows, cols = self.shape_10m[0] // factor, self.shape_10m[1] // factor
-        return Grid(f"EPSG:{self.epsg}", Affine(float(res), 0.0, self.ulx, 0.0, -float(res), self.uly), (rows, cols))
+        """The scene's grid of nominal class ``res`` (10: NDVI, 20: LAI and cloud mask, 60)."""
+        return self.grid_at(float(self.grid_res.get(res, res)))
+
+    def grid_at(self, size: float) -> Grid:
+        """The scene's extent on a grid of ``size`` metres (e.g. the s2cloudless evaluation grid)."""
+        rows, cols = self.extent_m[0] / size, self.extent_m[1] / size
+        if abs(rows - round(rows)) > 1e-6 or abs(cols - round(cols)) > 1e-6:
+            raise InvalidInputError(f"scene {self.scene_id}: a {size:g} m grid does not divide its extent "
+                                    f"{self.extent_m[1]:g}×{self.extent_m[0]:g} m")
+        return Grid(f"EPSG:{self.epsg}", Affine(size, 0.0, self.ulx, 0.0, -size, self.uly),
+                    (round(rows), round(cols)))
 
     def band_info(self, band: str, level: str = "L2A") -> BandInfo:
-        """The href and DN→reflectance conversion of one band (``InvalidInputError`` if absent)."""
+        """The file and DN→reflectance conversion of one band (``InvalidInputError`` if absent)."""
+        if band == "SCL" and level == "L2A":
+            return self.scl
         info = (self.l1c_bands if level == "L1C" else self.bands).get(band)
         if info is None:
             raise InvalidInputError(f"scene {self.scene_id}: no {level} band {band}")
         return info
 
-    def _band_read(self, band: str, res: int | None, level: str) -> BandRead:
-        from rasterio.enums import Resampling
+    def read_dn(self, bands: Sequence[str], res: int | None = None, level: str = "L2A",
+                grid: Grid | None = None) -> list[np.ndarray]:
+        """Raw DN arrays (uint16 as stored) of ``bands`` on the grid of class ``res``, read concurrently.
 
-        info = self.band_info(band, level)
-        target = self.grid(res or info.resolution)
-        resampling = Resampling.nearest if target.res <= info.resolution else Resampling.average
-        return BandRead(info.href, target, resampling, f"{self.scene_id} {level} {band}")
+        ``res`` is a grid class of :attr:`grid_res` (10, 20, 60); ``grid`` (e.g. :meth:`grid_at`) overrides it.
 
-    def read_dn(self, bands: Sequence[str], res: int | None = None, level: str = "L2A") -> list[np.ndarray]:
-        """Raw DN arrays (as stored, uint16) of ``bands`` on the ``res`` grid, read concurrently.
-
-        Resampling as in :meth:`reflectance`; convert with :func:`steps.science.radiometry.dn_to_reflectance`
-        and :meth:`band_info` (scale, offset).
+        ``res`` None = each band at its own file's grid. Coarser targets average the valid DNs of each block
+        (DN 0 never averaged in); finer targets repeat pixels. Convert with
+        :func:`steps.science.radiometry.dn_to_reflectance` and :meth:`band_info` (scale, offset).
         """
-        return read_bands([self._band_read(b, res, level) for b in bands])
+        infos = [self.band_info(b, level) for b in bands]
+        plans: list[tuple[BandRead, int]] = []
+        for band, info in zip(bands, infos, strict=True):
+            what = f"{self.scene_id} {level} {band}"
+            if res is None and grid is None:
+                plans.append((BandRead(info.href, None, what=what), 1))
+                continue
+            target = grid if grid is not None else self.grid(int(res or 0))
+            factor = target.res / info.resolution
+            if factor > 1 + 1e-9:
+                k = round(factor)
+                if abs(factor - k) > 1e-6:
+                    raise InvalidInputError(f"{what}: {info.resolution:g} m does not divide the "
+                                            f"{target.res:g} m grid")
+                # read as stored and average the valid DNs here (GDAL would average DN 0 of JP2s in)
+                plans.append((BandRead(info.href, target.scaled(info.resolution), what=what), k))
+            else:
+                plans.append((BandRead(info.href, target, what=what), 1))
+        arrays = read_bands([p for p, _ in plans])
+        return [block_mean_dn(a, k) if k > 1 else a for a, (_, k) in zip(arrays, plans, strict=True)]
 
     def reflectance(self, band: str, res: int | None = None, level: str = "L2A",
                     out: np.ndarray | None = None) -> np.ndarray:
-        """Band ``band`` as float32 reflectance (NaN = no data), optionally resampled to ``res`` metres.
+        """Band ``band`` as float32 reflectance (NaN = no data) on the grid of class ``res``.
 
-        Upsampling uses nearest neighbour, downsampling the mean of valid pixels (GDAL ``average``
-        ignores nodata). ``out``: optional float32 array of the target shape to fill (e.g. one plane of a
-        band stack, saving a copy).
+        ``out``: optional float32 array of the target shape to fill (e.g. one plane of a band stack).
         """
         (dn,) = self.read_dn([band], res, level)
         return self._to_reflectance(band, level, dn, out)
 
-    def reflectances(self, bands: Sequence[str], res: int, level: str = "L2A") -> np.ndarray:
-        """Bands as one float32 reflectance stack ``(len(bands), rows, cols)`` on the ``res`` grid.
+    def reflectances(self, bands: Sequence[str], res: int, level: str = "L2A",
+                     grid: Grid | None = None) -> np.ndarray:
+        """Bands as one float32 reflectance stack ``(len(bands), rows, cols)`` on the grid of class ``res``.
 
         The bands are read concurrently and converted straight into the stack (no intermediate copies);
         values equal ``np.stack([self.reflectance(b, res, level) for b in bands])``.
         """
-        dns = self.read_dn(bands, res, level)
+        dns = self.read_dn(bands, res, level, grid)
         out = np.empty((len(bands), *dns[0].shape), dtype=np.float32)
         for k, band in enumerate(bands):
             self._to_reflectance(band, level, dns[k], out[k])
@@ -139,7 +198,7 @@ class Scene(SceneRef):
 def load_scene(href: str) -> Scene:
     """Read a scene manifest from any href; a missing or invalid one is an ``InvalidInputError``."""
     try:
-        data: dict[str, Any] = json.loads(read_uri(href))
+        data: dict[str, Any] = json.loads(read_uri(href, side="output"))
         return Scene.model_validate(data)
     except FileNotFoundError as exc:
         raise InvalidInputError(f"scene manifest not found: {href}") from exc

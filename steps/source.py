@@ -1,8 +1,17 @@
-"""Find the source scenes of a tile/date range in a STAC source and pair L2A with L1C.
+"""Find the source scenes of a tile/date range and pair L2A with L1C.
 
-A source is either a **static catalog** (a local ``catalog.json`` or its folder, ``file://``, ``s3://`` or
-``https://`` URL) holding Earth Search–style ``sentinel-2-c1-l2a`` and ``sentinel-2-l1c`` collections, or
-a **STAC API** (an ``https://`` landing page that conforms to *item-search*), searched with pystac-client.
+A source is one of:
+
+* a **static STAC catalog** (a local ``catalog.json`` or its folder, ``file://``, ``s3://`` or ``https://``
+  URL), walked through its child catalogs/collections; items of any convention that
+  :func:`steps.sentinel2.items.parse_item` understands (Earth Search v0/v1/c1, Planetary Computer, CDSE,
+  stactools, EOPF), L2A and L1C told apart by the item, not by the collection's name;
+* a **STAC API** (an ``https://`` landing page that conforms to *item-search*), searched with pystac-client;
+* an **ESA SAFE** product: a ``.SAFE`` directory, a ``.zip`` of one as downloaded from the Copernicus Data
+  Space, or a folder holding several (identified from their product and granule XML).
+
+An item that cannot be understood is logged with its id and the reason (and counted), never silently
+dropped.
 
 Rules (documented in the README):
 
@@ -20,7 +29,7 @@ import json
 import logging
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -31,6 +40,8 @@ from pydantic import BaseModel, ConfigDict
 from steps.catalog import format_datetime, parse_datetime
 from steps.errors import InvalidInputError, TransientError, UsageError
 from steps.grid import parse_tile
+from steps.sentinel2.items import S2Item, best_per_scene, canonical_tile, pair_items, parse_item
+from steps.sentinel2.product import is_safe_href
 from steps.storage import read_uri
 
 log = logging.getLogger(__name__)
@@ -38,7 +49,6 @@ log = logging.getLogger(__name__)
 L2A_COLLECTIONS = ("sentinel-2-c1-l2a", "sentinel-2-l2a")
 L1C_COLLECTIONS = ("sentinel-2-l1c", "sentinel-2-c1-l1c")
 _PLATFORMS = {"sentinel-2a": "S2A", "sentinel-2b": "S2B", "sentinel-2c": "S2C", "sentinel-2d": "S2D"}
-_SEQ_RE = re.compile(r"_(\d+)_L(?:2A|1C)$")
 
 
 class SceneRef(BaseModel):
@@ -55,24 +65,7 @@ class SceneRef(BaseModel):
     l2a_href: str
     l1c_id: str = ""
     l1c_href: str = ""
-
-
-@dataclass(frozen=True)
-class SourceItem:
-    """The few fields of a source STAC item that scene resolution needs."""
-
-    id: str
-    href: str
-    tile: str
-    datetime: datetime
-    platform: str
-    baseline: str
-    sequence: int
-
-    @property
-    def scene_key(self) -> tuple[str, str, str]:
-        """(tile, datetime to the second, platform)."""
-        return (self.tile, self.datetime.strftime("%Y%m%dT%H%M%S"), self.platform)
+    resolution: int = 0
 
 
 def parse_date_range(start: str, end: str) -> tuple[datetime, datetime]:
@@ -109,37 +102,6 @@ def parse_scene_id(scene_id: str) -> tuple[str, datetime] | None:
     return m.group(1), datetime.strptime(m.group(2), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
 
 
-def _baseline_key(baseline: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in baseline.split("."))
-    except ValueError:
-        return (0,)
-
-
-def _tile_of(props: dict[str, Any], item_id: str) -> str | None:
-    code = props.get("grid:code")
-    if isinstance(code, str) and code.startswith("MGRS-"):
-        return code[5:]
-    if "mgrs:utm_zone" in props:
-        return f"{int(props['mgrs:utm_zone']):02d}{props['mgrs:latitude_band']}{props['mgrs:grid_square']}"
-    m = re.match(r"^S2[A-D]_(?:T)?(\d{2}[A-Z]{3})_", item_id)
-    return m.group(1) if m else None
-
-
-def _source_item(obj: dict[str, Any], href: str) -> SourceItem | None:
-    props = obj.get("properties", {})
-    tile = _tile_of(props, obj.get("id", ""))
-    if tile is None or "datetime" not in props or props["datetime"] is None:
-        log.warning("ignoring item %s: no tile or datetime", obj.get("id"))
-        return None
-    m = _SEQ_RE.search(obj["id"])
-    return SourceItem(
-        id=obj["id"], href=href, tile=tile, datetime=parse_datetime(props["datetime"]),
-        platform=str(props.get("platform", "")).lower(), baseline=str(props.get("s2:processing_baseline", "")),
-        sequence=int(m.group(1)) if m else 0,
-    )
-
-
 def _read_json(href: str) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(read_uri(href))
@@ -163,21 +125,28 @@ def _resolve(base: str, href: str) -> str:
     return str((Path(base).parent / href).resolve())
 
 
-def _normalise_source(source: str) -> str:
-    parsed = urlparse(source)
-    if parsed.scheme in ("", "file"):
-        p = Path(parsed.path if parsed.scheme == "file" else source).expanduser()
-        if p.is_dir():
-            p = p / "catalog.json"
-        if not p.exists():
-            raise InvalidInputError(f"source not found: {source} (expected a catalog.json, its folder, or a URL)")
-        return str(p.resolve())
-    return source
-
-
 def _is_stac_api(landing: dict[str, Any]) -> bool:
     conforms = landing.get("conformsTo", [])
     return any("item-search" in c for c in conforms)
+
+
+@dataclass
+class Scan:
+    """What a source scan found: the items in the window, and the items it could not understand."""
+
+    items: list[S2Item] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (item id or href, reason)
+
+    def add(self, obj: dict[str, Any], href: str, window: _Window) -> None:
+        """Parse one item dict; keep it when it falls in the window, record it when it cannot be understood."""
+        try:
+            it = parse_item(obj, href)
+        except InvalidInputError as exc:
+            self.rejected.append((str(obj.get("id") or href), str(exc)))
+            log.warning("source item %s not understood: %s", obj.get("id") or href, exc)
+            return
+        if window.accepts(it.tile, it.datetime):
+            self.items.append(it)
 
 
 class _Window:
@@ -185,52 +154,40 @@ class _Window:
         self.tiles = set(tiles)
         self.lo, self.hi = lo, hi
 
-    def accepts(self, it: SourceItem) -> bool:
-        return it.tile in self.tiles and self.lo <= it.datetime <= self.hi
+    def accepts(self, tile: str, when: datetime) -> bool:
+        return tile in self.tiles and self.lo <= when <= self.hi
 
 
-def _static_items(root_href: str, window: _Window) -> tuple[list[SourceItem], list[SourceItem]]:
+_STEM_TILE = re.compile(r"^S2[A-D]_(?:MSIL(?:2A|1C)_\d{8}T\d{6}_N\d{4}_R\d{3}_)?T?(\d{1,2}[C-X][A-Z]{2})_")
+
+
+def _static_items(root_href: str, window: _Window, scan: Scan, depth: int = 0) -> None:
+    """Walk a static catalog (child catalogs/collections, item links) into ``scan``."""
     root = _read_json(root_href)
-    l2a: list[SourceItem] = []
-    l1c: list[SourceItem] = []
+    if root.get("type") == "Feature":
+        scan.add(root, root_href, window)
+        return
     for link in root.get("links", []):
-        if link.get("rel") != "child":
-            continue
-        child_href = _resolve(root_href, link["href"])
-        child = _read_json(child_href)
-        cid = child.get("id", "")
-        if cid in L2A_COLLECTIONS:
-            bucket = l2a
-        elif cid in L1C_COLLECTIONS:
-            bucket = l1c
-        else:
-            continue
-        for ilink in child.get("links", []):
-            if ilink.get("rel") != "item":
+        rel = link.get("rel")
+        if rel == "child" and depth < 6:
+            _static_items(_resolve(root_href, link["href"]), window, scan, depth + 1)
+        elif rel == "item":
+            item_href = _resolve(root_href, link["href"])
+            # cheap pre-filter on conventional item ids/product names before reading the item
+            m = _STEM_TILE.match(Path(urlparse(item_href).path).stem)
+            if m and canonical_tile(m.group(1)) not in window.tiles:
                 continue
-            # cheap pre-filter on the conventional item id before reading the item
-            item_href = _resolve(child_href, ilink["href"])
-            stem = Path(urlparse(item_href).path).stem
-            m = re.match(r"^S2[A-D]_(\d{2}[A-Z]{3})_", stem)
-            if m and m.group(1) not in window.tiles:
-                continue
-            it = _source_item(_read_json(item_href), item_href)
-            if it and window.accepts(it):
-                bucket.append(it)
-    if not l2a and not any(link.get("rel") == "child" for link in root.get("links", [])):
-        raise InvalidInputError(f"{root_href} has no child collections: not a Sentinel-2 STAC catalog")
-    return l2a, l1c
+            scan.add(_read_json(item_href), item_href, window)
 
 
-def _api_items(url: str, window: _Window) -> tuple[list[SourceItem], list[SourceItem]]:
+def _api_items(url: str, window: _Window, scan: Scan) -> None:
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
     try:
         client = Client.open(url)
-        out: list[list[SourceItem]] = [[], []]
-        for k, names in enumerate((L2A_COLLECTIONS, L1C_COLLECTIONS)):
-            available = {c.id for c in client.get_collections()}
+        available = {c.id for c in client.get_collections()}
+        for names in (L2A_COLLECTIONS, L1C_COLLECTIONS):
             colls = [c for c in names if c in available]
             if not colls:
                 continue
@@ -242,57 +199,103 @@ def _api_items(url: str, window: _Window) -> tuple[list[SourceItem], list[Source
             for item in search.items():
                 obj = item.to_dict(transform_hrefs=False)
                 self_href = item.get_self_href() or f"{url.rstrip('/')}/collections/{colls[0]}/items/{item.id}"
-                it = _source_item(obj, self_href)
-                if it and window.accepts(it):
-                    out[k].append(it)
-        return out[0], out[1]
+                scan.add(obj, self_href, window)
     except APIError as exc:
         raise InvalidInputError(f"STAC API {url} refused the search: {exc}") from exc
     except OSError as exc:
         raise TransientError(f"STAC API {url} unreachable: {exc}") from exc
 
 
-def _best(items: list[SourceItem]) -> dict[tuple[str, str, str], SourceItem]:
-    best: dict[tuple[str, str, str], SourceItem] = {}
-    for it in items:
-        cur = best.get(it.scene_key)
-        rank = (_baseline_key(it.baseline), it.sequence, it.id)
-        if cur is None or rank > (_baseline_key(cur.baseline), cur.sequence, cur.id):
-            if cur is not None:
-                log.info("duplicate scene %s: %s supersedes %s", it.scene_key, it.id, cur.id)
-            best[it.scene_key] = it
+def _safe_items(paths: list[Path], window: _Window, scan: Scan) -> None:
+    """Identify each SAFE (product + granule XML only) as an :class:`S2Item`-shaped record in ``scan``."""
+    from steps.sentinel2.product import from_safe
+
+    for path in paths:
+        try:
+            sp = from_safe(str(path))
+        except InvalidInputError as exc:
+            scan.rejected.append((path.name, str(exc)))
+            log.warning("SAFE product %s not understood: %s", path.name, exc)
+            continue
+        if window.accepts(canonical_tile(sp.tile) or sp.tile, sp.datetime):
+            scan.items.append(safe_as_item(sp))
+
+
+def scan_source(source: str, tiles: list[str], lo: datetime, hi: datetime) -> Scan:
+    """Every item of ``tiles`` between ``lo`` and ``hi`` in ``source``, plus the ones it could not understand.
+
+    ``source``: a static STAC catalog (``catalog.json``, its folder, or a ``file``/``s3``/``https`` URL), a
+    STAC API landing page, a ``.SAFE`` directory, a ``.zip`` of one, or a folder of those.
+    """
+    window = _Window([parse_tile(t).id for t in tiles], lo, hi)
+    scan = Scan()
+    parsed = urlparse(source)
+    if parsed.scheme in ("", "file"):
+        p = Path(parsed.path if parsed.scheme == "file" else source).expanduser()
+        if is_safe_href(str(p)):
+            _safe_items([p], window, scan)
+        elif p.is_dir() and (p / "catalog.json").exists():
+            _static_items(str((p / "catalog.json").resolve()), window, scan)
+        elif p.is_dir():
+            from steps.sentinel2.safe import find_safe_products
+
+            found = find_safe_products(p)
+            if not found:
+                raise InvalidInputError(f"source {source}: no catalog.json and no .SAFE directory or .zip in it")
+            _safe_items(sorted(found), window, scan)
+        elif p.is_file():
+            _static_items(str(p.resolve()), window, scan)
         else:
-            log.info("duplicate scene %s: keeping %s over %s", it.scene_key, cur.id, it.id)
-    return best
+            raise InvalidInputError(f"source not found: {source} (expected a catalog.json, its folder, a .SAFE, a "
+                                    ".zip, a folder of them, or a URL)")
+    elif parsed.scheme in ("http", "https"):
+        landing = _read_json(source)
+        if _is_stac_api(landing):
+            _api_items(source, window, scan)
+        else:
+            _static_items(source, window, scan)
+    else:
+        _static_items(source, window, scan)
+    return scan
 
 
-def find_scenes(source: str, tiles: list[str], start: str, end: str) -> list[SceneRef]:
+def safe_as_item(sp: Any) -> S2Item:
+    """The identity of a SAFE product (:class:`steps.sentinel2.product.SourceProduct`) as an :class:`S2Item`,
+    so that SAFE and STAC sources share de-duplication and L2A↔L1C pairing."""
+    pm = sp.product
+    return S2Item(
+        id=sp.id, href=sp.href, convention="esa-safe", collection=None, level=sp.level, tile=sp.tile,
+        datetime=sp.datetime, platform=sp.platform, processing_baseline=sp.baseline, product_id=sp.id,
+        datatake_id=pm.datatake_id if pm else None, sequence=None, epsg=sp.tile_meta.epsg if sp.tile_meta else 0,
+        bands={}, scl=None, granule_metadata_href=None, product_metadata_href=None, tileinfo_href=None,
+        boa_offset_applied=None, derived_from=(), cloud_cover=sp.cloud_cover, raw={},
+    )
+
+
+def find_scenes(source: str, tiles: list[str], start: str, end: str, *, resolution: int = 0) -> list[SceneRef]:
     """All scenes of ``tiles`` between ``start`` and ``end`` (inclusive dates), deduplicated and paired.
 
-    Sorted by (datetime, tile). Raises ``UsageError`` for a bad date range, ``InvalidInputError`` for an
-    unknown tile or a source that does not exist, ``TransientError`` for an unreachable remote source.
+    Sorted by (datetime, tile). Items that cannot be understood are logged (id and reason) and left out;
+    raises ``UsageError`` for a bad date range, ``InvalidInputError`` for an unknown tile or a source that
+    does not exist, ``TransientError`` for an unreachable remote source.
     """
     canon = [parse_tile(t).id for t in tiles]
     lo, hi = parse_date_range(start, end)
-    window = _Window(canon, lo, hi)
-    src = _normalise_source(source)
-    if urlparse(src).scheme in ("http", "https"):
-        landing = _read_json(src)
-        l2a, l1c = _api_items(src, window) if _is_stac_api(landing) else _static_items(src, window)
-    else:
-        l2a, l1c = _static_items(src, window)
-    best_l2a, best_l1c = _best(l2a), _best(l1c)
+    scan = scan_source(source, canon, lo, hi)
+    l2a = best_per_scene(it for it in scan.items if it.level == "L2A")
+    l1c = best_per_scene(it for it in scan.items if it.level == "L1C")
     scenes = []
-    for key, it in best_l2a.items():
-        l1 = best_l1c.get(key)
+    for it, l1 in pair_items(l2a, l1c):
         if l1 is None:
-            log.warning("scene %s (%s) has no L1C item: cloud mask will fall back to SCL", it.id, key)
+            log.warning("scene %s (%s) has no L1C product: cloud mask will fall back to SCL", it.id,
+                        "/".join(it.scene_key))
         scenes.append(SceneRef(
             scene_id=scene_id_for(it.platform, it.tile, it.datetime), tile=it.tile,
-            datetime=format_datetime(it.datetime), platform=it.platform, processing_baseline=it.baseline,
-            l2a_id=it.id, l2a_href=it.href, l1c_id=l1.id if l1 else "", l1c_href=l1.href if l1 else "",
+            datetime=format_datetime(it.datetime), platform=it.platform,
+            processing_baseline=it.processing_baseline or "", l2a_id=it.id, l2a_href=it.href,
+            l1c_id=l1.id if l1 else "", l1c_href=l1.href if l1 else "", resolution=resolution,
         ))
     scenes.sort(key=lambda s: (s.datetime, s.tile, s.scene_id))
-    log.info("found %d scenes (%d L2A items, %d L1C items) for %s %s..%s", len(scenes), len(l2a), len(l1c),
-             ",".join(canon), start, end)
+    log.info("found %d scenes (%d L2A items, %d L1C items, %d not understood) for %s %s..%s", len(scenes),
+             len(l2a), len(l1c), len(scan.rejected), ",".join(canon), start, end)
     return scenes

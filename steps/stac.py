@@ -52,6 +52,7 @@ class StacInputs(StepInputs):
     clear_fraction: float = Field(description="clear fraction from the mask step")
     mask_provenance: str = Field("{}", description="JSON object describing how the mask was made")
     lai_provenance: str = Field("{}", description="JSON object describing the LAI network used")
+    ndvi_provenance: str = Field("{}", description="JSON object describing the NDVI bands, grid and masked pixels")
 
 
 class StacOutputs(StepOutputs):
@@ -74,23 +75,38 @@ def _verify(storage: Any, folder: str, assets: dict[str, dict[str, Any]]) -> Non
 
 
 def build_item(scene: Scene, assets: dict[str, dict[str, Any]], clear_fraction: float,
-               mask_prov: dict[str, Any], lai_prov: dict[str, Any]) -> dict[str, Any]:
-    """The derived STAC item of a scene (deterministic: no wall-clock times)."""
+               mask_prov: dict[str, Any], lai_prov: dict[str, Any],
+               ndvi_prov: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The derived STAC item of a scene (deterministic: no wall-clock times).
+
+    Besides the assets it records how the source was read: the deciding source of the radiometric
+    conversion, the offsets applied, the source format, the angle source, the output grids and the number
+    of clear pixels masked because a reflectance was negative after the offset.
+    """
+    ndvi_prov = ndvi_prov or {}
     dt = parse_datetime(scene.datetime)
     g10 = scene.grid(10)
     t = g10.transform
-    bounds = (t.c, t.f - g10.shape[0] * 10.0, t.c + g10.shape[1] * 10.0, t.f)
+    bounds = (t.c, t.f - g10.shape[0] * g10.res, t.c + g10.shape[1] * g10.res, t.f)
     bbox = [round(v, 7) for v in footprint_lonlat(scene.epsg, bounds)]
     geometry = {"type": "Polygon", "coordinates": [footprint_polygon_lonlat(scene.epsg, bounds)]}
     offsets = {b: info.offset for b, info in sorted(scene.bands.items())}
     software = {"raw2ready": steps.__version__}
     software.update({str(k): str(v) for k, v in mask_prov.get("software", {}).items()})
     software.update({str(k): str(v) for k, v in lai_prov.get("software", {}).items()})
+    nir = scene.ndvi_nir_band
+    negative = {"ndvi": int(ndvi_prov.get("negative_reflectance_px", 0)),
+                "lai": int(lai_prov.get("negative_reflectance_px", 0))}
     provenance = {
-        "ndvi": "(B08 - B04) / (B08 + B04) on L2A BOA reflectance, clear pixels only",
-        "radiometry": {"offsets_source": scene.offsets_source, "l2a_offsets": offsets,
+        "ndvi": f"({nir} - B04) / ({nir} + B04) on L2A BOA reflectance, clear pixels with both reflectances >= 0",
+        "radiometry": {"source": scene.radiometry.source, "detail": scene.radiometry.detail,
+                       "l1c_source": scene.radiometry.l1c_source, "l2a_offsets": offsets,
                        "l1c_offsets": {b: i.offset for b, i in sorted(scene.l1c_bands.items())},
-                       "quantification": round(1 / next(iter(scene.bands.values())).scale)},
+                       "quantification": round(1 / next(iter(scene.bands.values())).scale),
+                       "negative_reflectance_px": negative},
+        "source_format": scene.source_format,
+        "angles": scene.angles.source,
+        "grids_m": {str(k): v for k, v in sorted(scene.grid_res.items())},
         "cloud_mask": mask_prov,
         "lai": lai_prov,
     }
@@ -98,7 +114,8 @@ def build_item(scene: Scene, assets: dict[str, dict[str, Any]], clear_fraction: 
     for key in sorted(assets):
         p = BY_KEY[key]
         g = scene.grid(p.resolution_m)
-        band: dict[str, Any] = {"nodata": p.nodata, "data_type": p.dtype, "spatial_resolution": p.resolution_m,
+        res: float | int = int(g.res) if float(g.res).is_integer() else g.res
+        band: dict[str, Any] = {"nodata": p.nodata, "data_type": p.dtype, "spatial_resolution": res,
                                 "scale": p.scale, "offset": p.offset}
         if p.unit:
             band["unit"] = p.unit
@@ -134,7 +151,7 @@ def build_item(scene: Scene, assets: dict[str, dict[str, Any]], clear_fraction: 
         "processing:lineage": (
             f"From {scene.l2a_id} (L2A, processing baseline {scene.processing_baseline})"
             + (f" and {scene.l1c_id} (L1C)" if scene.l1c_id else "")
-            + f"; reflectance = DN·scale + offset with offsets from the {scene.offsets_source}; cloud mask: "
+            + f"; reflectance = DN·scale + offset decided by {scene.radiometry.source}; cloud mask: "
             + str(mask_prov.get("method", "?"))
             + (f"; LAI: SNAP biophysical network {lai_prov.get('network')}" if lai_prov else "")
             + "."
@@ -142,8 +159,14 @@ def build_item(scene: Scene, assets: dict[str, dict[str, Any]], clear_fraction: 
         "processing:expression": {"format": "raw2ready-provenance", "expression": provenance},
         "raw2ready:source_processing_baseline": scene.processing_baseline,
         "raw2ready:offsets_applied": offsets,
+        "raw2ready:radiometry_source": scene.radiometry.source,
+        "raw2ready:negative_reflectance_px": negative,
         "raw2ready:clear_fraction": clear_fraction,
     }
+    if scene.cloud_cover is not None:
+        props["raw2ready:source_cloud_cover"] = scene.cloud_cover
+    if mask_prov.get("scl_cloud_cover_pct") is not None:
+        props["raw2ready:scl_cloud_cover"] = mask_prov["scl_cloud_cover_pct"]
     return {
         "type": "Feature",
         "stac_version": STAC_VERSION,
@@ -166,12 +189,13 @@ def run_stac(inputs: StacInputs, settings: Settings) -> StacOutputs:
         assets = json.loads(inputs.assets)
         mask_prov = json.loads(inputs.mask_provenance or "{}")
         lai_prov = json.loads(inputs.lai_provenance or "{}")
+        ndvi_prov = json.loads(inputs.ndvi_provenance or "{}")
     except ValueError as exc:
         raise InvalidInputError(f"stac: malformed JSON parameter: {exc}") from exc
     dt = parse_datetime(scene.datetime)
     folder = scene_folder(dt, scene.scene_id)
     _verify(storage, folder, assets)
-    item = build_item(scene, assets, inputs.clear_fraction, mask_prov, lai_prov)
+    item = build_item(scene, assets, inputs.clear_fraction, mask_prov, lai_prov, ndvi_prov)
     key = item_key(dt, scene.scene_id)
     write_if_changed(storage, key, dumps(item))
     storage.delete_prefix(work_folder(scene.scene_id))

@@ -18,7 +18,7 @@ def _walk_items(catalog_href: str) -> list[str]:
     stack = [catalog_href]
     while stack:
         href = stack.pop()
-        obj = json.loads(read_uri(href))
+        obj = json.loads(read_uri(href, side="output"))
         base = Path(href).parent
         for link in obj.get("links", []):
             target = str((base / link["href"]).resolve())
@@ -40,12 +40,12 @@ def validate_products(catalog: str, *, cogs: bool = True) -> list[str]:
     errors = list(validate_stac(catalog, recursive=True))
     if cogs:
         for item_href in _walk_items(catalog):
-            item = json.loads(read_uri(item_href))
+            item = json.loads(read_uri(item_href, side="output"))
             for key, asset in sorted(item.get("assets", {}).items()):
                 if "cloud-optimized" not in asset.get("type", ""):
                     continue
                 path = str((Path(item_href).parent / asset["href"]).resolve())
-                with gdal_env():
+                with gdal_env(side="output"):
                     ok, errs, _warns = cog_validate(path, quiet=True)
                 if not ok:
                     errors.append(f"{item['id']}/{key}: not a valid COG: {errs}")

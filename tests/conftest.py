@@ -32,7 +32,7 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo scenes (2 tiles, both baselines, a duplicate, a clouded scene, a no-L1C scene), small."""
-    from steps.synth import demo_specs, synthesize_archive
+    from synthesizer import demo_specs, synthesize_archive
 
     root = tmp_path_factory.mktemp("archive")
     return synthesize_archive(root, demo_specs(), size=SMALL, seed=0)
@@ -41,7 +41,7 @@ def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_range() -> tuple[list[str], str, str]:
     """Tiles and date range covering every demo scene."""
-    from steps.synth import demo_specs
+    from synthesizer import demo_specs
 
     specs = demo_specs()
     return (sorted({s.tile for s in specs}), min(s.datetime for s in specs).date().isoformat(),

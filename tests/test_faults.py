@@ -113,7 +113,7 @@ def _edit_json(path: Path, fn) -> None:  # type: ignore[no-untyped-def]
 
 def _bad_inputs_archive(tmp_path: Path) -> Path:
     """Eight 47PPR scenes of 2024-02: four broken inputs, an all-no-data and a clouded scene, two healthy."""
-    from steps.synth import SceneSpec, synthesize_archive
+    from synthesizer import SceneSpec, synthesize_archive
 
     def spec(day: int, **kw: object) -> SceneSpec:
         return SceneSpec(tile="47PPR", datetime=datetime(2024, 2, day, 3, 47, 20, tzinfo=UTC), **kw)  # type: ignore[arg-type]

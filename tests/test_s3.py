@@ -43,7 +43,7 @@ def test_gdal_reads_s3_through_the_same_settings(s3_env: dict[str, str], tmp_pat
         ds.write(data, 1)
     st = open_storage("s3://rasters/p")
     st.put_file(p, "x.tif")
-    with gdal_env(), rasterio.open("s3://rasters/p/x.tif") as ds:
+    with gdal_env(side="output"), rasterio.open("s3://rasters/p/x.tif") as ds:
         assert np.array_equal(ds.read(1), data)
 
 
@@ -87,7 +87,7 @@ def test_pipeline_reads_and_writes_s3_over_http(s3_env: dict[str, str], demo_arc
         assert all(lk["href"].startswith("s3://source/archive/") for lk in item["links"] if lk["rel"] == "derived_from")
     # GDAL reads the published COG straight from S3
     some = sorted(k for k in keys if k.endswith("/ndvi.tif"))[0]
-    with gdal_env(), rasterio.open(f"s3://products/run1/{some}") as ds:
+    with gdal_env(side="output"), rasterio.open(f"s3://products/run1/{some}") as ds:
         arr = ds.read(1)
     local = next((processed / "raw2ready-s2-vegetation").rglob(some.split("/", 1)[1]))
     with rasterio.open(local) as ds:

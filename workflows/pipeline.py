@@ -49,7 +49,7 @@ SCENE_TEMPLATE = "raw2ready-scene"
 SCENE_DAG_TEMPLATE = "scene"
 ENTRY_DAG_TEMPLATE = "main"
 
-ENTRY_PARAMS = ("tiles", "start", "end", "source", "out", "force")
+ENTRY_PARAMS = ("tiles", "start", "end", "source", "out", "force", "resolution")
 """Entry parameters in the order the submit form shows them (the set is ``steps.registry.WORKFLOW_PARAMS``)."""
 SETTINGS_DEFAULTED = ("source", "out")
 """Entry parameters whose empty value means "the ``RAW2READY_<NAME>`` setting of the deployment"."""

@@ -63,7 +63,7 @@ def _init_thread(remote: bool) -> None:
     from steps.storage import gdal_env
 
     # one environment per thread for its lifetime: avoids rasterio setting one up around every open
-    env = gdal_env() if remote else rasterio.Env()
+    env = gdal_env(side="output") if remote else rasterio.Env()  # product COGs: the output side
     env.__enter__()
     _TLS.env = env
     _TLS.handles = OrderedDict()

@@ -3,8 +3,13 @@
 From processing baseline 04.00 (operational 2022-01-25, and every Collection-1 reprocessing) the L1C
 and L2A products store DN = ρ·Q − offset with a per-band additive offset (−1000 so far) and
 Q = 10000, so ρ = (DN + offset)/Q; before 04.00 the metadata lists no offset and ρ = DN/Q. DN 0 is
-no data in every baseline. The caller decides scale = 1/Q and offset = add_offset/Q **from the
-product metadata**, never from the acquisition date (SCIENCE_NOTES §7).
+no data in every baseline. The caller decides scale = 1/Q and offset = add_offset/Q from the sources
+(``steps.sentinel2.radiometry``), never from the acquisition date (SCIENCE_NOTES §7).
+
+Reflectance that is still negative after the offset is physically impossible for the vegetation
+products (BOA reflectance of a real surface is ≥ 0; negative values come from the correction's noise on
+very dark targets, or from an offset applied twice). The products treat such pixels as invalid
+(:func:`mask_negative`) and count them, rather than computing an NDVI beyond ±1 and clipping it.
 """
 
 from __future__ import annotations
@@ -17,3 +22,18 @@ def dn_to_reflectance(dn: np.ndarray, scale: float, offset: float) -> np.ndarray
     out = dn.astype(np.float32) * np.float32(scale) + np.float32(offset)
     out[dn == 0] = np.nan
     return out
+
+
+def mask_negative(*reflectances: np.ndarray) -> np.ndarray:
+    """Set every pixel where any of the given reflectance arrays is < 0 to NaN in all of them (in place).
+
+    Returns the boolean array of the pixels that were masked (NaN inputs are not counted: they were no
+    data already). All arrays must have the same shape.
+    """
+    neg = np.zeros(reflectances[0].shape, dtype=bool)
+    for r in reflectances:
+        neg |= r < 0  # NaN compares False
+    if neg.any():
+        for r in reflectances:
+            r[neg] = np.nan
+    return neg
