@@ -110,7 +110,7 @@ def run_lai(inputs: LaiInputs, settings: Settings) -> LaiOutputs:
         net = load_network(settings.lai_network, scene.platform or "sentinel-2a")
     except ValueError as exc:
         raise InvalidInputError(f"{scene.scene_id}: no LAI network: {exc}") from exc
-    mask20, _ = read_band(inputs.cloud_mask, what=f"{scene.scene_id} cloud mask")
+    mask20, _ = read_band(inputs.cloud_mask, what=f"{scene.scene_id} cloud mask", side="output")
     g20 = scene.grid(20)
     if mask20.shape != g20.shape:
         raise InvalidInputError(f"{scene.scene_id}: cloud mask shape {mask20.shape} is not the 20 m grid {g20.shape}")

@@ -106,7 +106,7 @@ def run_ndvi(inputs: NdviInputs, settings: Settings) -> NdviOutputs:
     """Compute NDVI on clear pixels; everything else is no data."""
     scene = load_scene(inputs.scene)
     storage = open_storage(inputs.out, settings)
-    mask20, _ = read_band(inputs.cloud_mask, what=f"{scene.scene_id} cloud mask")
+    mask20, _ = read_band(inputs.cloud_mask, what=f"{scene.scene_id} cloud mask", side="output")
     if mask20.dtype != np.dtype(CLOUD_MASK.dtype):
         raise ValueError("cloud mask has an unexpected data type")
     nir_band = scene.ndvi_nir_band

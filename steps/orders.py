@@ -91,8 +91,9 @@ def month_ranges(start: date, end: date) -> list[tuple[date, date]]:
 
 
 def monthly_orders(tiles: list[str], start: date, end: date, source: str, out: str,
-                   force: bool = False) -> list[WorkOrder]:
+                   force: bool = False, resolution: int = 0) -> list[WorkOrder]:
     """One order per tile × calendar month, sorted by (start, tile)."""
-    orders = [WorkOrder(tiles=t, start=a, end=b, source=source, out=out, force=force)
+    orders = [WorkOrder.model_validate({"tiles": t, "start": a, "end": b, "source": source, "out": out,
+                                        "force": force, "resolution": resolution})
               for a, b in month_ranges(start, end) for t in normalize_tiles(tiles)]
     return sorted(orders, key=lambda o: (o.start, o.tiles))

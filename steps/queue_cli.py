@@ -26,8 +26,8 @@ def _quiet_pika() -> None:
     logging.getLogger("pika").setLevel(logging.WARNING)
 
 
-def _select_tiles(tiles: str | None, aoi: str | None, bbox: str | None = None) -> list[str]:
-    """Exactly one of --tiles/--aoi/--bbox → canonical tile ids."""
+def _select_tiles(tiles: str | None, aoi: str | None, bbox: str | None = None, cover: str = "all") -> list[str]:
+    """Exactly one of --tiles/--aoi/--bbox → canonical tile ids (``cover`` applies to --aoi)."""
     from steps.grid import tiles_argument
     from steps.tiles import aoi_tiles, parse_bbox, tiles_for_bbox
 
@@ -37,7 +37,7 @@ def _select_tiles(tiles: str | None, aoi: str | None, bbox: str | None = None) -
     if tiles:
         return tiles_argument(tiles)
     if aoi:
-        return aoi_tiles(aoi)
+        return aoi_tiles(aoi, cover=cover)
     assert bbox is not None
     return tiles_for_bbox(parse_bbox(bbox))
 
@@ -104,8 +104,12 @@ def tiles_cmd(aoi: str | None, bbox: str | None, cover: str, land_only: bool, fm
 @click.command("enqueue")
 @click.option("--tiles", default=None, help="MGRS tiles, comma-separated (e.g. 47PPR,47PQR).")
 @click.option("--aoi", default=None, help="Named area instead of --tiles: thailand.")
+@click.option("--cover", type=click.Choice(["all", "minimal"]), default="all", show_default=True,
+              help="With --aoi: every tile with land in the area, or the minimal covering set.")
 @click.option("--start", required=True, help="First date, YYYY-MM-DD (inclusive).")
 @click.option("--end", required=True, help="Last date, YYYY-MM-DD (inclusive).")
+@click.option("--resolution", type=click.Choice(["0", "10", "20", "60"]), default="0", show_default=True,
+              help="Order option: product resolution in metres (0 = the finest the source has).")
 @click.option("--source", default=None, help="STAC source of the orders (default RAW2READY_SOURCE).")
 @click.option("--out", default=None, help="Output root of the orders (default RAW2READY_OUT).")
 @click.option("--queue", default=None, help="Work-order queue (default RAW2READY_QUEUE_NAME).")
@@ -114,8 +118,9 @@ def tiles_cmd(aoi: str | None, bbox: str | None, cover: str, land_only: bool, fm
 @click.option("--force", is_flag=True,
               help="Order option: reprocess scenes that are already complete (e.g. after a science change).")
 @click.option("--dry-run", is_flag=True, help="Print the message bodies instead of publishing.")
-def enqueue_cmd(tiles: str | None, aoi: str | None, start: str, end: str, source: str | None, out: str | None,
-                queue: str | None, recheck: bool, force: bool, dry_run: bool) -> None:
+def enqueue_cmd(tiles: str | None, aoi: str | None, cover: str, start: str, end: str, resolution: str,
+                source: str | None, out: str | None, queue: str | None, recheck: bool, force: bool,
+                dry_run: bool) -> None:
     """Publish one work order per tile × calendar month (persistent, publisher confirms).
 
     Re-enqueuing the same orders creates no duplicate work: each message's id is the order's hash and the
@@ -125,7 +130,7 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, start: str, end: str, source
     from steps.settings import get_settings
 
     s = get_settings()
-    ids = _select_tiles(tiles, aoi)
+    ids = _select_tiles(tiles, aoi, cover=cover)
     a, b = _date(start, "--start"), _date(end, "--end")
     if b < a:
         raise UsageError(f"--end {end} is before --start {start}")
@@ -135,7 +140,7 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, start: str, end: str, source
         raise UsageError("--source is required (or set RAW2READY_SOURCE)")
     if not out:
         raise UsageError("--out is required (or set RAW2READY_OUT)")
-    orders = monthly_orders(ids, a, b, source, out, force=force)
+    orders = monthly_orders(ids, a, b, source, out, force=force, resolution=int(resolution))
     if dry_run:
         for o in orders:
             click.echo(f"{o.message_id} {o.canonical().decode()}")

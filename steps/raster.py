@@ -7,7 +7,7 @@ directory and then moved into storage atomically (``Storage.put_file``), so a re
 half-written raster.
 
 Performance notes (see ``docs/BENCHMARKS.md``): band reads decode their DEFLATE tiles on all cores
-(GTiff ``NUM_THREADS`` open option) and :func:`read_bands` reads several bands concurrently (rasterio
+(``GDAL_NUM_THREADS``, honoured by GTiff and JP2OpenJPEG alike) and :func:`read_bands` reads several bands concurrently (rasterio
 releases the GIL inside GDAL). Work rasters are written once, directly in their final COG encoding
 (:func:`write_gtiff` → GDAL's COG driver from an in-memory dataset), so :func:`publish_cog` only has to
 validate, hash and copy them instead of decompressing and re-encoding every pixel.
@@ -128,7 +128,7 @@ class Grid:
 
 
 GDAL_THREADS = "ALL_CPUS"
-"""GTiff ``NUM_THREADS`` for decoding and encoding (block (de)compression on every core)."""
+"""``GDAL_NUM_THREADS`` for decoding and ``NUM_THREADS`` for encoding (block (de)compression on every core)."""
 
 READ_WORKERS = 2
 """Bands read concurrently by :func:`read_bands` (GDAL releases the GIL; 2 matches the 2-core pods)."""
@@ -146,8 +146,10 @@ def read_band(href: str, *, grid: Grid | None = None, resampling: Resampling = R
     all cores (the pixels are the same as a single-threaded read).
     """
     label = what or href
-    with (gdal_env(side=side), gdal_errors(label, href=href, side=side),
-          rasterio.open(href, NUM_THREADS=GDAL_THREADS) as src):
+    # GDAL_NUM_THREADS as a config option, not the GTiff NUM_THREADS open option: JPEG 2000 bands (ESA SAFE,
+    # sentinel-s2-l1c) are decoded by JP2OpenJPEG, which honours the config option but warns about the open one
+    with (gdal_env(side=side), rasterio.Env(GDAL_NUM_THREADS=GDAL_THREADS), gdal_errors(label, href=href, side=side),
+          rasterio.open(href) as src):
         file_grid = Grid(src.crs.to_string() if src.crs else "", src.transform, (src.height, src.width))
         if grid is None or grid.shape == file_grid.shape:
             data = src.read(1)

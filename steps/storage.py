@@ -185,7 +185,9 @@ class LocalStorage:
 
 def _bucket_of(url: str) -> str | None:
     parsed = urlparse(url)
-    return parsed.netloc or None if parsed.scheme == "s3" else None
+    if parsed.scheme != "s3" or not parsed.netloc:
+        return None
+    return parsed.netloc
 
 
 def access_denied_message(url: str, code: str, cfg: S3Side | None) -> str:
@@ -246,7 +248,9 @@ def classify_s3_error(exc: BaseException, what: str, cfg: S3Side | None = None) 
         if code in {"NoSuchKey", "404", "NotFound"}:
             return FileNotFoundError(what)
         if code == "NoSuchBucket":
-            return InvalidInputError(f"{what}: bucket does not exist")
+            where = "" if cfg is None else (
+                f" on {cfg.endpoint_url or 'AWS'} (the {cfg.side} side: check {cfg.env_prefix}ENDPOINT_URL)")
+            return InvalidInputError(f"{what}: bucket does not exist{where}")
         if code in _DENIED_S3_CODES or (status == 403 and not code):
             return InvalidInputError(access_denied_message(what, code or "403", cfg))
         if code in _REGION_S3_CODES:

@@ -16,10 +16,11 @@ arithmetic, so only tiles that exist in the Sentinel-2 archive are listed.
 
 * ``--bbox`` (:func:`tiles_for_bbox`): tiles whose polygon in ESA's grid file intersects the lon/lat box
   (touching counts); optionally only tiles flagged as land in that file. ESA's polygon is the tile's four
-  corners in lon/lat joined by straight lon/lat edges; :func:`grid_polygons` rebuilds exactly those
-  corners from the grid table (projected with pyproj; equal to ESA's file within 1e-6°), so the world
-  GeoJSON need not ship. Longitudes are unwrapped around each zone's central meridian, so tiles that
-  cross the antimeridian are one polygon and are found from either side.
+  corners in lon/lat joined by straight lon/lat edges; :func:`grid_polygons` rebuilds those corners from
+  the grid table with pyproj (the corners in ESA's file agree with the table within 0.1 m, see
+  ``steps/data/s2grid/PROVENANCE.md``; the 306 polygons around Thailand within 1e-7°), so the world
+  GeoJSON need not ship. Longitudes are unwrapped around each zone's central meridian, so a tile that
+  crosses the antimeridian (two polygons in ESA's file) is one polygon here and is found from either side.
 
 * :func:`tiles_for_geometry`: any lon/lat (multi)polygon; a tile is in when its full 109.8 km UTM square
   intersects the area, tested in the tile's own UTM zone (the area's vertices projected there).

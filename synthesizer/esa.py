@@ -56,8 +56,10 @@ __all__ = [
     "L2A_SAFE_BANDS",
     "ProductNames",
     "absolute_orbit",
+    "bands_of",
     "product_metadata_xml",
     "product_names",
+    "reflectance_conversion_u",
     "scl_statistics",
     "tile_metadata_xml",
 ]

@@ -77,7 +77,7 @@ QUANTIFICATION = 10000.0
 """ESA's quantification value (``BOA_QUANTIFICATION_VALUE`` / ``QUANTIFICATION_VALUE``)."""
 OFFSET_DN = -1000.0
 """ESA's add-offset (``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET``) written from processing baseline 04.00 on."""
-OFFSET_BASELINE = (4, 0)
+_OFFSET_BASELINE_KEY = (4, 0)  # processing baseline 04.00
 CLOUD_TOP_HEIGHT_M = 1500.0
 ANGLE_GRID_SIZE = 23
 """Nodes per side of ESA's angle grids (5 km steps over a 110 km tile, as in every real MTD_TL.xml)."""
@@ -94,7 +94,7 @@ def baseline_has_offsets(baseline: str) -> bool:
     m = re.fullmatch(r"(\d{2})\.(\d{2})", baseline)
     if not m:
         raise ValueError(f"malformed processing baseline {baseline!r}: expected e.g. '05.10'")
-    return (int(m.group(1)), int(m.group(2))) >= OFFSET_BASELINE
+    return (int(m.group(1)), int(m.group(2))) >= _OFFSET_BASELINE_KEY
 
 # Surface reflectance spectra per land cover, ESA band order B01..B12 (B10 unused: NaN).
 _NAN = math.nan

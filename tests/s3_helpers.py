@@ -113,6 +113,13 @@ class MotoProcess:
                         "headers": {k.lower(): v for k, v in entry["headers"].items()}})
         return out
 
+    def upload_tree(self, local: Path, bucket: str, prefix: str) -> None:
+        """Copy a local folder into ``s3://bucket/prefix`` on this server (admin keys), e.g. a source archive."""
+        client = self.client()
+        for p in sorted(local.rglob("*")):
+            if p.is_file():
+                client.upload_file(str(p), bucket, f"{prefix.strip('/')}/{p.relative_to(local).as_posix()}")
+
     def stop(self) -> None:
         """Terminate the server process."""
         self.proc.terminate()
@@ -201,8 +208,7 @@ def two_servers_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
 
 
 @pytest.fixture(name="two_sides")
-def two_sides_fixture(two_servers: Servers,
-              monkeypatch: pytest.MonkeyPatch) -> TwoSides:
+def two_sides_fixture(two_servers: Servers, monkeypatch: pytest.MonkeyPatch) -> TwoSides:
     """Point raw2ready's source side at the source server and its output side at the output server."""
     from steps.settings import get_settings
 

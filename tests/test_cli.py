@@ -33,7 +33,7 @@ def _one_line_error(res, code: int, *needles: str) -> None:  # type: ignore[no-u
 def test_unknown_tile_is_a_usage_error(tmp_path: Path, demo_archive: Path) -> None:
     res = run_cli("run", "--source", str(demo_archive), "--tiles", "47PPA", "--start", "2022-01-01",
                   "--end", "2022-01-31", "--out", str(tmp_path))
-    _one_line_error(res, 2, "unknown MGRS tile", "47PPA")
+    _one_line_error(res, 2, "not a Sentinel-2 tile", "47PPA")
 
 
 def test_end_before_start_is_a_usage_error(tmp_path: Path, demo_archive: Path) -> None:

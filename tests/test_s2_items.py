@@ -33,7 +33,7 @@ from steps.sentinel2.items import (
 
 REAL = Path(__file__).parent / "data" / "real"
 ITEMS = REAL / "stac-items"
-HAND = ITEMS / "handwritten"
+HAND = Path(__file__).parent / "data" / "handwritten" / "stac-items"
 RKH = REAL / "rio-tiler-pds" / "S2A_29RKH_20200219_0_L2A" / "S2A_29RKH_20200219_0_L2A.json"
 NBJ = REAL / "rio-tiler-pds" / "S2A_31NBJ_20190524_0_L2A" / "S2A_31NBJ_20190524_0_L2A.json"
 EOPF = ITEMS / "EOPF-Explorer+data-pipeline" / "S2A_MSIL2A_20250831T103701_N0511_R008_T31TFL_20250831T145420.json"
@@ -533,7 +533,8 @@ def test_an_unparseable_item_in_a_collection_names_its_id() -> None:
 
 
 def test_conventions_constant_lists_every_value_seen() -> None:
-    seen = {it.convention for p in [*ITEMS.rglob("*.json"), *ITEMS.rglob("*.geojson"), RKH, NBJ] for it in _items(p)}
+    files = [*ITEMS.rglob("*.json"), *ITEMS.rglob("*.geojson"), *HAND.glob("*.json"), RKH, NBJ]
+    seen = {it.convention for p in files for it in _items(p)}
     assert seen == set(CONVENTIONS)
 
 

@@ -288,3 +288,16 @@ def test_real_angle_grids_interpolate_nan_free_and_match_file_means(key: str) ->
         band_means_z.append(float((n * pix_z).sum() / n.sum()))
     assert t.mean_view_zenith is not None
     assert abs(float(np.mean(band_means_z)) - t.mean_view_zenith) <= 0.2
+
+
+def test_band_table_is_esa_order_with_band_ids_and_earth_search_keys() -> None:
+    """ESA band order B01…B08, B8A, B09…B12 = band_id 0…12 (the ids of BOA_ADD_OFFSET / Spectral_Information)."""
+    from steps.sentinel2.bands import BAND_BY_ASSET_KEY, BAND_NAMES, BANDS, L2A_BANDS, S2CLOUDLESS_BANDS
+
+    assert BAND_NAMES == ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+    assert [BANDS[b].band_id for b in BAND_NAMES] == list(range(13))
+    assert "B10" not in L2A_BANDS
+    assert BAND_BY_ASSET_KEY["red"] == "B04" and BAND_BY_ASSET_KEY["nir08"] == "B8A"
+    assert {BANDS[b].resolution for b in ("B02", "B03", "B04", "B08")} == {10}
+    # s2cloudless's 10 features, in its order (sentinel-hub/sentinel2-cloud-detector)
+    assert S2CLOUDLESS_BANDS == ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12")

@@ -11,7 +11,7 @@ import rasterio
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from steps.errors import InvalidInputError, TransientError
-from steps.storage import S3Storage, classify_s3_error, gdal_env, open_storage
+from steps.storage import S3Storage, classify_s3_error, gdal_env, open_storage, read_uri
 
 from r2r_helpers import make_bucket, run_cli, upload_tree
 
@@ -35,6 +35,7 @@ def test_s3_storage_roundtrip_list_and_delete(s3_env: dict[str, str]) -> None:
 
 
 def test_gdal_reads_s3_through_the_same_settings(s3_env: dict[str, str], tmp_path: Path) -> None:
+    """Only ``RAW2READY_S3_*`` set: the source side is the same server, GDAL reads both sides from it."""
     make_bucket("rasters")
     data = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
     p = tmp_path / "x.tif"
@@ -45,6 +46,9 @@ def test_gdal_reads_s3_through_the_same_settings(s3_env: dict[str, str], tmp_pat
     st.put_file(p, "x.tif")
     with gdal_env(side="output"), rasterio.open("s3://rasters/p/x.tif") as ds:
         assert np.array_equal(ds.read(1), data)
+    with gdal_env(side="source"), rasterio.open("s3://rasters/p/x.tif") as ds:
+        assert np.array_equal(ds.read(1), data)
+    assert read_uri("s3://rasters/p/x.tif", side="source") == p.read_bytes()
 
 
 def test_s3_errors_are_classified() -> None:

@@ -9,6 +9,7 @@ shows which requests reached it and with which headers (credential scope, ``x-am
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from s3_helpers import (  # noqa: F401  (the *_fixture names register the two_se
 from steps.errors import InvalidInputError
 from steps.raster import BandRead, raster_info, read_band, read_bands
 from steps.settings import Settings, get_settings
-from steps.storage import S3Storage, gdal_env, gdal_env_options, open_storage, read_uri, s3_client
+from steps.storage import S3Storage, classify_s3_error, gdal_env, gdal_env_options, open_storage, read_uri, s3_client
 
 from r2r_helpers import run_cli
 
@@ -156,6 +157,18 @@ def test_one_boto3_client_per_side_and_configuration() -> None:
     assert S3Storage("b", "p", s, side="source").client is src
 
 
+def test_a_wrong_region_names_the_region_setting() -> None:
+    from botocore.exceptions import ClientError
+
+    err = ClientError({"Error": {"Code": "PermanentRedirect", "Message": "m"},
+                       "ResponseMetadata": {"HTTPStatusCode": 301,
+                                            "HTTPHeaders": {"x-amz-bucket-region": "eu-central-1"}}}, "GetObject")
+    cfg = Settings(source_s3_endpoint_url="aws").s3_side("source")
+    mapped = classify_s3_error(err, "s3://sentinel-s2-l2a/tiles/x", cfg)
+    assert isinstance(mapped, InvalidInputError)
+    assert "eu-central-1" in str(mapped) and f"{SRC}REGION" in str(mapped)
+
+
 # --------------------------------------------------------------------------------- two real servers
 def _geotiff(path: Path, data: np.ndarray) -> Path:
     with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
@@ -225,7 +238,8 @@ def test_source_read_from_one_server_outputs_written_to_another(two_sides: TwoSi
 def test_the_wrong_side_fails_instead_of_reaching_the_other_server(two_sides: TwoSides) -> None:
     two_sides.source.client().put_object(Bucket=SOURCE_BUCKET, Key="only-here.json", Body=b"{}")
     # the archive bucket does not exist on the output server
-    with pytest.raises(InvalidInputError, match="bucket does not exist"):
+    with pytest.raises(InvalidInputError, match=re.escape(
+            f"bucket does not exist on {two_sides.output.endpoint} (the output side: check {OUT}ENDPOINT_URL)")):
         read_uri("s3://archive/only-here.json", side="output")
     # the output keys are unknown to the source server: pointed at it, they are refused
     s = get_settings()

@@ -55,7 +55,7 @@ from typing import Any
 from urllib.parse import urljoin, urlparse
 
 from steps.errors import InvalidInputError
-from steps.sentinel2 import BAND_BY_ASSET_KEY, BANDS
+from steps.sentinel2.bands import BAND_BY_ASSET_KEY, BANDS
 
 logger = logging.getLogger(__name__)
 

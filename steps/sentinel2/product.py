@@ -124,7 +124,13 @@ def from_safe(path: str) -> SourceProduct:
 
     safe = open_safe(path)
     pm, tm = safe.product, safe.tile
-    files = {b: {float(r): h for r, h in per.items()} for b, per in safe.band_hrefs.items()}
+    absent = set(safe.missing_files())
+    # only files that are there: a band whose 10 m file is absent is read from its 20/60 m file
+    files = {b: {float(r): h for r, h in per.items() if safe.image_paths[b][r] not in absent}
+             for b, per in safe.band_hrefs.items()}
+    files = {b: per for b, per in files.items() if per}
+    if absent:
+        log.info("%s: %d listed image files absent (bands read from the files present)", safe.safe_name, len(absent))
     return SourceProduct(
         id=pm.product_uri.removesuffix(".SAFE"), href=path, format="safe", level=pm.level, tile=tm.tile_id,
         datetime=tm.sensing_time, platform=pm.platform, baseline=pm.processing_baseline, files=files,

@@ -16,7 +16,8 @@ Three sources can state the rule, in this order of precedence:
 3. **baseline** — the processing baseline alone: PB ≥ 04.00 → scale 1e-4, offset −0.1 (−1000 DN);
    PB < 04.00 → scale 1e-4, offset 0.
 
-The highest available source decides; **every lower source that is available is checked against it**, and
+The highest available source decides; **it is checked against the next available lower source** (the
+product XML is itself checked against its own baseline), and
 a contradiction fails the scene (:class:`~steps.errors.InvalidInputError` naming ``what`` and both claims)
 instead of guessing — catalogues are known to carry wrong flags (Element84/earth-search #66, #71).
 "Offset" below is in reflectance units (−0.1 = −1000 DN at quantification 10000); "PB" is the baseline
