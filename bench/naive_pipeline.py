@@ -78,7 +78,7 @@ def naive_mask(scene: Scene, method: str) -> np.ndarray:
     from steps.science.scl import MASK_NODATA
 
     g20 = scene.grid(20)
-    scl = read_raw(scene.scl_href, g20.shape)
+    scl = read_raw(scene.scl.href, g20.shape)
     if method == "s2cloudless" and scene.l1c_bands:
         from s2cloudless import S2PixelCloudDetector
 
@@ -105,14 +105,14 @@ def naive_mask(scene: Scene, method: str) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- ndvi
 def naive_ndvi(scene: Scene, mask20: np.ndarray) -> np.ndarray:
-    """NDVI (float64, NaN = no data) at 10 m, clear pixels (code 0) only."""
+    """NDVI (float64, NaN = no data) at 10 m, clear pixels (code 0) with both reflectances ≥ 0 only."""
     red = read_float64(scene, "B04", 10)
-    nir = read_float64(scene, "B08", 10)
+    nir = read_float64(scene, scene.ndvi_nir_band, 10)
     total = nir + red
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.clip((nir - red) / total, -1.0, 1.0)
+        out = (nir - red) / total
     clear = np.kron(mask20 == 0, np.ones((2, 2), dtype=bool))
-    out[~(total > 0) | ~clear] = np.nan
+    out[~(total > 0) | ~clear | (red < 0) | (nir < 0)] = np.nan  # negative reflectance is invalid input
     return out
 
 
@@ -138,7 +138,7 @@ def naive_lai(scene: Scene, mask20: np.ndarray, network_set: str = "3_0") -> tup
     y = 0.5 * (y + 1.0) * (net.y_max - net.y_min) + net.y_min
     value, flags = apply_output_range(y, net, mode=LAI_MODE)
     flags[input_out_of_range(refl, net)] |= 1
-    ok = np.isfinite(x).all(axis=0) & (mask20 == 0)
+    ok = np.isfinite(x).all(axis=0) & (mask20 == 0) & ~(refl < 0).any(axis=0)  # negative input: no LAI
     value[~ok] = np.nan
     flags[~ok] = FLAGS_NODATA
     return value, flags

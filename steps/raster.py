@@ -6,11 +6,11 @@ e.g. a work cloud mask); writes are staged in a private scratch
 directory and then moved into storage atomically (``Storage.put_file``), so a reader never sees a
 half-written raster.
 
-Performance notes (see ``docs/BENCHMARKS.md``): band reads decode their DEFLATE tiles on all cores
-(``GDAL_NUM_THREADS``, honoured by GTiff and JP2OpenJPEG alike) and :func:`read_bands` reads several bands concurrently (rasterio
-releases the GIL inside GDAL). Work rasters are written once, directly in their final COG encoding
-(:func:`write_gtiff` → GDAL's COG driver from an in-memory dataset), so :func:`publish_cog` only has to
-validate, hash and copy them instead of decompressing and re-encoding every pixel.
+Performance notes (see ``docs/BENCHMARKS.md``): band reads decode their tiles on all cores
+(``GDAL_NUM_THREADS``, honoured by GTiff and JP2OpenJPEG alike) and :func:`read_bands` reads several bands
+concurrently (rasterio releases the GIL inside GDAL). Work rasters are written once, directly in their final
+COG encoding (:func:`write_gtiff` → GDAL's COG driver from an in-memory dataset), so :func:`publish_cog` only
+has to validate, hash and copy them instead of decompressing and re-encoding every pixel.
 
 GDAL read failures are classified: HTTP 5xx/timeouts/connection resets become ``TransientError`` (exit
 75, retried), anything else about a band becomes ``InvalidInputError`` (exit 3); an S3 refusal (HTTP 403,

@@ -138,15 +138,49 @@ class Scan:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (item id or href, reason)
 
     def add(self, obj: dict[str, Any], href: str, window: _Window) -> None:
-        """Parse one item dict; keep it when it falls in the window, record it when it cannot be understood."""
+        """Parse one item dict; keep it when it falls in the window, record it when it cannot be understood.
+
+        An item that fails the full reader but still names its tile and time in the window is kept as a
+        bare identity: its scene goes to ``ingest``, which fails it with the reader's reason (exit 3, a
+        failure record, dead-lettered through the queue), so it is audited like any other failed scene.
+        """
         try:
             it = parse_item(obj, href)
         except InvalidInputError as exc:
             self.rejected.append((str(obj.get("id") or href), str(exc)))
             log.warning("source item %s not understood: %s", obj.get("id") or href, exc)
+            loose = _loose_identity(obj, href)
+            if loose is not None and window.accepts(loose.tile, loose.datetime):
+                self.items.append(loose)
             return
         if window.accepts(it.tile, it.datetime):
             self.items.append(it)
+
+
+_LOOSE_ID = re.compile(r"^(S2[A-D])_(?:MSI(L1C|L2A)_\d{8}T\d{6}_(?:N\d{4}_)?R\d{3}_)?T?(\d{1,2}[C-X][A-Z]{2})_"
+                       r"(?:.*_(L1C|L2A))?")
+
+
+def _loose_identity(obj: dict[str, Any], href: str) -> S2Item | None:
+    """Tile, time, platform and level of an item the full reader refused, from its id and ``datetime`` only."""
+    m = _LOOSE_ID.match(str(obj.get("id") or ""))
+    raw = obj.get("properties")
+    props: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    tile = canonical_tile(m.group(3)) if m else None
+    try:
+        when = parse_datetime(str(props.get("datetime")))
+    except (TypeError, ValueError):
+        return None
+    if m is None or tile is None:
+        return None
+    level = m.group(2) or m.group(4) or ("L1C" if "l1c" in str(obj.get("collection", "")).lower() else "L2A")
+    platform = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c", "S2D": "sentinel-2d"}[m.group(1)]
+    return S2Item(
+        id=str(obj["id"]), href=href, convention="unknown", collection=None, level=level, tile=tile, datetime=when,
+        platform=platform, processing_baseline=None, product_id=None, datatake_id=None, sequence=None, epsg=0,
+        bands={}, scl=None, granule_metadata_href=None, product_metadata_href=None, tileinfo_href=None,
+        boa_offset_applied=None, derived_from=(), cloud_cover=None, raw=obj,
+    )
 
 
 class _Window:

@@ -128,11 +128,11 @@ def _bad_inputs_archive(tmp_path: Path) -> Path:
     # 1: a truncated COG band
     band = items[keys[0]] / "B04.tif"
     band.write_bytes(band.read_bytes()[: band.stat().st_size // 3])
-    # 2: a missing asset
-    _edit_json(items[keys[1]] / f"{items[keys[1]].name}.json", lambda o: o["assets"].pop("nir"))
+    # 2: a missing asset (red: B04 has no substitute; a missing nir falls back to nir08 = B8A)
+    _edit_json(items[keys[1]] / f"{items[keys[1]].name}.json", lambda o: o["assets"].pop("red"))
     # 3: an item whose CRS does not match its tile
     _edit_json(items[keys[2]] / f"{items[keys[2]].name}.json",
-               lambda o: o["properties"].update({"proj:code": "EPSG:32648"}))
+               lambda o: o["properties"].update({"proj:epsg": 32648}))
     # 4: malformed granule metadata
     (items[keys[3]] / "granule_metadata.xml").write_text("<Level-2A_Tile_ID><General_Info>")
     # 5: all no data (every band and SCL zero)
@@ -160,8 +160,8 @@ def test_bad_inputs_give_exit_3_or_skipped_and_the_rest_completes(tmp_path: Path
     assert len(failed_lines) == 4 and all("(exit 3)" in ln for ln in failed_lines)
     text = res.stdout
     assert "unreadable" in text or "B04" in text
-    assert "no asset 'nir'" in text
-    assert "does not match tile" in text
+    assert "no file for B04" in text
+    assert "EPSG:32648 is not the UTM CRS of tile 47PPR" in text
     assert "granule" in text.lower() or "metadata" in text.lower()
     assert "retry" not in res.stderr.lower()  # invalid input is never retried
     reasons = sorted(json.loads(p.read_text())["reason"] for p in out.rglob("*.skipped.json"))

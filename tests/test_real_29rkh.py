@@ -111,7 +111,7 @@ def _read(name: str) -> np.ndarray:
 
 
 def test_ndvi_equals_hand_computed_pixels(run_29rkh: tuple[Path, dict, Path]) -> None:
-    _, item, folder = run_29rkh
+    _, _item, folder = run_29rkh
     with rasterio.open(folder / "ndvi.tif") as s:
         stored = s.read(1)
         assert s.nodata == -32768 and s.scales[0] == pytest.approx(1e-4)

@@ -54,7 +54,7 @@ COLLECTIONS = {"stac-items/opendatacube+odc-stac/site1-20200606-tall-strip-afric
                "stac-items/opendatacube+odc-stac/site2-2020_jun_jul-35MNM.geojson": 13}
 
 
-def decide(it: S2Item, product: object = None):  # noqa: ANN201 - the Radiometry dataclass
+def decide(it: S2Item, product: object = None):
     """The pipeline's decision for B04/B08 of one item (what ingest calls)."""
     so = {b: (a.scale, a.offset) for b in ("B04", "B08") for a in [it.bands[b]]
           if a.scale is not None and a.offset is not None}

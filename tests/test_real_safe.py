@@ -61,7 +61,7 @@ def runs(safe_dir_and_zip: tuple[Path, Path], tmp_path_factory: pytest.TempPathF
 
 
 def test_safe_zip_and_folder_give_the_same_products(runs: dict[str, tuple[Path, dict]]) -> None:
-    (d_out, d_item), (z_out, z_item), (f_out, f_item) = runs["dir"], runs["zip"], runs["folder"]
+    (d_out, d_item), (z_out, z_item), (_f_out, f_item) = runs["dir"], runs["zip"], runs["folder"]
 
     def strip(item: dict) -> dict:  # the derived_from link names the source path, which differs by design
         return {**item, "links": [lk for lk in item["links"] if lk["rel"] != "derived_from"]}
@@ -71,7 +71,7 @@ def test_safe_zip_and_folder_give_the_same_products(runs: dict[str, tuple[Path, 
         (a,) = d_out.rglob(f"{SCENE}/{key}.tif")
         (b,) = z_out.rglob(f"{SCENE}/{key}.tif")
         assert a.read_bytes() == b.read_bytes(), key
-    assert [lk["href"] for lk in z_item["links"] if lk["rel"] == "derived_from"][0].endswith(".zip")
+    assert next(lk["href"] for lk in z_item["links"] if lk["rel"] == "derived_from").endswith(".zip")
 
 
 def test_safe_products_record_real_metadata_decisions(runs: dict[str, tuple[Path, dict]]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from steps.sentinel2 import parse_granule_metadata
+from steps.sentinel2.metadata import parse_tile_metadata
 
 LAI_BANDS = ("B03", "B04", "B05", "B06", "B07", "B8A", "B11", "B12")
 
@@ -85,7 +85,7 @@ def test_lai_and_ndvi_at_chosen_pixels_match_a_hand_computation(processed: Path,
         src_href = next(lk["href"] for lk in item["links"] if lk["rel"] == "derived_from" and "L2A" in lk["title"])
         src_dir = Path(src_href).parent
         src = json.loads(Path(src_href).read_text())
-        meta = parse_granule_metadata((src_dir / "granule_metadata.xml").read_bytes())
+        meta = parse_tile_metadata((src_dir / "granule_metadata.xml").read_bytes())
         offset = -1000.0 if tuple(int(v) for v in src["properties"]["s2:processing_baseline"].split(".")) >= (4, 0) \
             else 0.0
         mask = _read(item_path.parent / "cloud_mask.tif")

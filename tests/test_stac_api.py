@@ -48,6 +48,8 @@ class MiniStacApi:
             self.collections[cid] = coll
             self.items[cid] = {}
             for item_file in sorted(coll_file.parent.glob("*/*.json")):
+                if item_file.stem != item_file.parent.name:  # tileinfo_metadata.json etc. next to the item
+                    continue
                 item = json.loads(item_file.read_text())
                 folder = item_file.parent.relative_to(archive_root).as_posix()
                 for asset in item["assets"].values():  # absolute, like Earth Search's asset URLs

@@ -400,3 +400,37 @@ def test_unsigned_source_sends_no_credentials(public_server: MotoProcess, monkey
     for err in (boto_err, gdal_err):
         assert "s3://cogs/closed/" in str(err.value) and "does not allow anonymous reads" in str(err.value)
         assert f"set {SRC}UNSIGNED=false and {SRC}ACCESS_KEY_ID" in str(err.value)
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_pipeline_reads_the_archive_from_one_server_and_writes_products_to_another(
+        two_sides: TwoSides, demo_archive: Path, demo_range: tuple[list[str], str, str], processed: Path) -> None:
+    """``run`` with the archive on the source server (read-only user) and the products on the output server.
+
+    Each server sees only its side's requests, signed with its side's key; the products are byte-identical to
+    the local run of the same archive (``processed``).
+    """
+    root = demo_archive.parent if demo_archive.is_file() else demo_archive  # the archive's catalog.json
+    two_sides.source.upload_tree(root, SOURCE_BUCKET, "demo")
+    two_sides.source.start_recording()
+    two_sides.output.start_recording()
+    tiles, start, end = demo_range
+    res = run_cli("-q", "run", "--source", f"s3://{SOURCE_BUCKET}/demo/catalog.json", "--tiles", ",".join(tiles),
+                  "--start", start, "--end", end, "--out", f"s3://{OUTPUT_BUCKET}/run", "--workers", "2",
+                  env=two_sides.env)
+    assert res.returncode == 0, res.stderr
+    src_reqs, out_reqs = two_sides.source.requests(), two_sides.output.requests()
+    assert src_reqs and out_reqs
+    assert {r["method"] for r in src_reqs} <= {"GET", "HEAD"}  # the archive is only read
+    assert any(r["method"] == "PUT" for r in out_reqs)
+    assert all(two_sides.source_keys[0] in r["headers"].get("authorization", "") for r in src_reqs)
+    assert all(two_sides.output_keys[0] in r["headers"].get("authorization", "") for r in out_reqs)
+    # same COG bytes as the local run
+    out = two_sides.output.client()
+    local_cogs = sorted(p for p in processed.rglob("*.tif") if "/work/" not in p.as_posix())
+    assert local_cogs
+    for p in local_cogs:
+        key = f"run/{p.relative_to(processed).as_posix()}"
+        body = out.get_object(Bucket=OUTPUT_BUCKET, Key=key)["Body"].read()
+        assert body == p.read_bytes(), key

@@ -183,12 +183,13 @@ def test_entry_template_lists_scenes_fans_out_and_fans_in() -> None:
     wt = _templates()[ENTRY_TEMPLATE]
     spec = wt["spec"]
     params = spec["arguments"]["parameters"]
-    assert [p["name"] for p in params] == ["tiles", "start", "end", "source", "out", "force"]
+    assert [p["name"] for p in params] == ["tiles", "start", "end", "source", "out", "force", "resolution"]
     assert {p["name"]: p.get("value") for p in params}["force"] == "false"  # an option, not required
+    assert {p["name"]: p.get("value") for p in params}["resolution"] == "0"  # 0 = the finest the source has
     assert {p["name"] for p in params} == set(WORKFLOW_PARAMS)
     assert all(p.get("description") for p in params)
     # defaults: the settings for source/out, the option's default for force; tiles and dates are required
-    assert {p["name"] for p in params if "value" in p} == {"source", "out", "force"}
+    assert {p["name"] for p in params if "value" in p} == {"source", "out", "force", "resolution"}
     tasks = _by_name(_tmpl(wt, spec["entrypoint"])["dag"]["tasks"])
     assert list(tasks) == ["scenes", "scene", "catalog"]
     assert tasks["scenes"]["template"] == "scenes"

@@ -18,8 +18,18 @@ import numpy as np
 
 
 def dn_to_reflectance(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
-    """Reflectance (float32, unitless 0–1, may be slightly negative) = DN·scale + offset; DN 0 → NaN."""
-    out = dn.astype(np.float32) * np.float32(scale) + np.float32(offset)
+    """Reflectance (float32, unitless 0–1, may be slightly negative) = DN·scale + offset; DN 0 → NaN.
+
+    When the offset is a whole number of DN (−1000 DN = −0.1 at scale 1e-4, or 0) it is added in DN first,
+    ρ = (DN + offset/scale)·scale, which is exact in float32 for 16-bit DN: the sign of ρ is then exactly the
+    sign of DN + ADD_OFFSET (DN 1000 at baseline ≥ 04.00 is reflectance 0, not −7e-9), so the negative-
+    reflectance rule does not depend on float rounding.
+    """
+    off_dn = offset / scale if scale else 0.0
+    if scale and abs(off_dn - round(off_dn)) < 1e-6:
+        out = (dn.astype(np.float32) + np.float32(round(off_dn))) * np.float32(scale)
+    else:
+        out = dn.astype(np.float32) * np.float32(scale) + np.float32(offset)
     out[dn == 0] = np.nan
     return out
 
