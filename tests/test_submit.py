@@ -110,6 +110,15 @@ def test_submit_force_sends_the_option(argo: FakeArgoServer) -> None:
     assert params == {"tiles": "47PPR", "start": "2024-02-01", "end": "2024-02-29", "force": "true"}
 
 
+def test_submit_resolution_sends_the_option(argo: FakeArgoServer) -> None:
+    res = _submit("--tiles", "47PPR", "--start", "2024-02-01", "--end", "2024-02-29", "--resolution", "60")
+    assert res.exit_code == 0, res.output
+    params = {p["name"]: p["value"] for p in argo.requests[0]["body"]["workflow"]["spec"]["arguments"]["parameters"]}
+    assert params == {"tiles": "47PPR", "start": "2024-02-01", "end": "2024-02-29", "resolution": "60"}
+    bad = _submit("--tiles", "47PPR", "--start", "2024-02-01", "--end", "2024-02-29", "--resolution", "30")
+    assert bad.exit_code == 2 and len(argo.requests) == 1
+
+
 def test_submit_sends_the_parameters_the_template_declares() -> None:
     from workflows.events import workflow_resource
     from workflows.pipeline import entry_template

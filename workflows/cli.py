@@ -46,7 +46,10 @@ def render(out: Path, check: bool) -> None:
 @click.option("--source", default=None, help="STAC source; default: the deployment's RAW2READY_SOURCE.")
 @click.option("--out", default=None, help="Output root; default: the deployment's RAW2READY_OUT.")
 @click.option("--force", is_flag=True, help="Reprocess scenes whose products are already complete.")
-def submit(tiles: str, start: str, end: str, source: str | None, out: str | None, force: bool) -> None:
+@click.option("--resolution", type=click.Choice(["0", "10", "20", "60"]), default="0", show_default=True,
+              help="Product resolution in metres (0 = the finest the source has).")
+def submit(tiles: str, start: str, end: str, source: str | None, out: str | None, force: bool,
+           resolution: str) -> None:
     """Run the deployed `raw2ready` WorkflowTemplate through the Argo Server API.
 
     Uses RAW2READY_ARGO_SERVER_URL, RAW2READY_ARGO_TOKEN and RAW2READY_ARGO_NAMESPACE. Prints the name
@@ -56,5 +59,5 @@ def submit(tiles: str, start: str, end: str, source: str | None, out: str | None
     from workflows.submit import order_values
     from workflows.submit import submit as do_submit
 
-    result = do_submit(order_values(tiles, start, end, source, out, force), get_settings())
+    result = do_submit(order_values(tiles, start, end, source, out, force, int(resolution)), get_settings())
     click.echo(f"{result.namespace}/{result.name}  {result.url}")

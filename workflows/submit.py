@@ -37,7 +37,7 @@ class Submitted:
 
 
 def order_values(tiles: str, start: str, end: str, source: str | None, out: str | None,
-                 force: bool = False) -> dict[str, str]:
+                 force: bool = False, resolution: int = 0) -> dict[str, str]:
     """Validate the request like a work order; return the parameter values to send.
 
     ``source``/``out`` left out (``None``) are not sent, so the template falls back on the deployment's
@@ -45,7 +45,8 @@ def order_values(tiles: str, start: str, end: str, source: str | None, out: str 
     """
     try:  # the one message schema; absent source/out are probed with placeholders
         order = WorkOrder.model_validate({"tiles": tiles, "start": start, "end": end,
-                                          "source": source or "-", "out": out or "-", "force": force})
+                                          "source": source or "-", "out": out or "-", "force": force,
+                                          "resolution": resolution})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "order"
@@ -59,6 +60,8 @@ def order_values(tiles: str, start: str, end: str, source: str | None, out: str 
         values["out"] = out
     if order.force:  # the template's default is false
         values["force"] = "true"
+    if order.resolution:  # the template's default is 0 (the finest the source has)
+        values["resolution"] = str(order.resolution)
     return values
 
 
