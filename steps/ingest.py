@@ -104,41 +104,47 @@ RESOLUTIONS = (0, 10, 20, 60)
 """Accepted ``resolution`` values (0 = automatic)."""
 
 
-def _header(href: str, what: str) -> tuple[int | None, float, float, float, tuple[int, int]]:
-    """(EPSG, pixel size, ulx, uly, shape) of a raster file (header only)."""
+Header = tuple[int | None, float, float, float, tuple[int, int], float | None, int | None]
+"""EPSG, pixel size (m), ulx, uly, shape (rows, cols), nodata tag and the factor of an averaged first overview."""
+
+
+def _header(href: str, what: str) -> Header:
+    """The :data:`Header` of a raster file (header only)."""
     info = raster_info(href, what=what)
     a, _b, c, _d, e, f = info["transform"]
     if abs(a + e) > 1e-6 * abs(a):
         raise InvalidInputError(f"{what}: pixels are not square ({a} × {-e} m)")
-    return info["epsg"], float(a), float(c), float(f), info["shape"]
+    ovr = info["overviews"]
+    # GDAL builds overview 2 from full resolution (later levels from the previous level): only that first
+    # level of an AVERAGE-made overview set with nodata 0 is the valid-DN 2×2 block mean
+    avg = ovr[0] if ovr and ovr[0] == 2 and info["overview_resampling"] == "AVERAGE" and info["nodata"] == 0 else None
+    return info["epsg"], float(a), float(c), float(f), info["shape"], info["nodata"], avg
 
 
 def _check_files(sp: SourceProduct, bands: list[tuple[str, float, str]], tile: Tile
-                 ) -> tuple[dict[str, float], tuple[float, float]]:
+                 ) -> tuple[dict[str, Header], tuple[float, float]]:
     """Read the headers of the chosen files concurrently; check CRS, corner and extent against the tile.
 
-    Returns the actual pixel size of each file and the common extent (height, width) in metres.
+    Returns the header of each file and the common extent (height, width) in metres.
     """
-    def one(entry: tuple[str, float, str]) -> tuple[str, tuple[int | None, float, float, float, tuple[int, int]]]:
+    def one(entry: tuple[str, float, str]) -> tuple[str, Header]:
         band, _res, href = entry
         return band, _header(href, f"{sp.id} {band}")
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         headers = dict(pool.map(one, bands))
-    sizes: dict[str, float] = {}
     extents: set[tuple[float, float]] = set()
-    for band, (epsg, res, ulx, uly, shape) in headers.items():
+    for band, (epsg, res, ulx, uly, shape, _nodata, _ovr) in headers.items():
         what = f"{sp.id} {band}"
         if epsg != tile.epsg:
             raise InvalidInputError(f"{what}: CRS EPSG:{epsg} is not tile {tile.id}'s EPSG:{tile.epsg}")
         if abs(ulx - tile.ulx) > 0.01 or abs(uly - tile.uly) > 0.01:
             raise InvalidInputError(f"{what}: upper-left corner ({ulx}, {uly}) is not tile {tile.id}'s "
                                     f"({tile.ulx}, {tile.uly})")
-        sizes[band] = res
         extents.add((round(shape[0] * res, 3), round(shape[1] * res, 3)))
     if len(extents) != 1:
         raise InvalidInputError(f"{sp.id}: band files cover different extents {sorted(extents)} (m)")
-    return sizes, extents.pop()
+    return headers, extents.pop()
 
 
 def _choose_resolution(sp: SourceProduct, sizes: dict[str, float], nir: str, requested: int) -> dict[int, float]:
@@ -165,14 +171,15 @@ LAI_20M_BANDS = ("B05", "B06", "B07", "B8A", "B11", "B12")
 """LAI inputs whose native resolution is 20 m (B03 and B04 are 10 m)."""
 
 
-def _band_infos(sp: SourceProduct, names: tuple[str, ...], sizes: dict[str, float], radio: Radiometry
+def _band_infos(sp: SourceProduct, names: tuple[str, ...], headers: dict[str, Header], radio: Radiometry
                 ) -> dict[str, BandInfo]:
     out = {}
     for b in names:
         finest = sp.finest(b)
         if finest is None:
             raise InvalidInputError(f"{sp.id}: no file for band {b}")
-        out[b] = BandInfo(href=finest[1], resolution=sizes[b], scale=radio.scale[b], offset=radio.offset[b])
+        out[b] = BandInfo(href=finest[1], resolution=headers[b][1], scale=radio.scale[b], offset=radio.offset[b],
+                          nodata=headers[b][5], average_overview=headers[b][6])
     return out
 
 
@@ -245,11 +252,11 @@ def build_scene(scene_id: str, l2a_href: str, l1c_href: str, resolution: int = 0
         raise InvalidInputError(f"{sp.id}: no file for {', '.join(missing)}")
     radio = _radiometry(sp, needed)
     chosen = [(b, *f) for b in (*needed, "SCL") for f in [sp.finest(b)] if f is not None]
-    sizes, extent = _check_files(sp, chosen, tile)
-    grid_res = _choose_resolution(sp, sizes, nir, resolution)
-    bands = _band_infos(sp, needed, sizes, radio)
+    headers, extent = _check_files(sp, chosen, tile)
+    grid_res = _choose_resolution(sp, {b: h[1] for b, h in headers.items()}, nir, resolution)
+    bands = _band_infos(sp, needed, headers, radio)
     _scl_res, scl_href = sp.finest("SCL") or (0.0, "")
-    scl = BandInfo(href=scl_href, resolution=sizes["SCL"], scale=1.0, offset=0.0)
+    scl = BandInfo(href=scl_href, resolution=headers["SCL"][1], scale=1.0, offset=0.0, nodata=headers["SCL"][5])
 
     l1c_bands: dict[str, BandInfo] = {}
     l1c_id = l1c_baseline = l1c_source = ""
@@ -267,10 +274,10 @@ def build_scene(scene_id: str, l2a_href: str, l1c_href: str, resolution: int = 0
             raise InvalidInputError(f"{l1.id}: no file for {', '.join(l1_missing)}")
         l1_radio = _radiometry(l1, l1_needed)
         l1_chosen = [(b, *f) for b in l1_needed for f in [l1.finest(b)] if f is not None]
-        l1_sizes, l1_extent = _check_files(l1, l1_chosen, tile)
+        l1_headers, l1_extent = _check_files(l1, l1_chosen, tile)
         if l1_extent != extent:
             raise InvalidInputError(f"{l1.id}: L1C extent {l1_extent} differs from the L2A extent {extent} (m)")
-        l1c_bands = _band_infos(l1, l1_needed, l1_sizes, l1_radio)
+        l1c_bands = _band_infos(l1, l1_needed, l1_headers, l1_radio)
         l1c_baseline = l1.baseline or ""
         l1c_source = l1_radio.source
 

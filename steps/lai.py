@@ -119,17 +119,19 @@ def run_lai(inputs: LaiInputs, settings: Settings) -> LaiOutputs:
     # network on that compact set instead of on every pixel of the tile
     idx = np.flatnonzero(mask20 == MASK_CLEAR)
     refl = np.empty((len(LAI_BANDS), idx.size), dtype=np.float32)
+    neg = np.zeros(idx.size, dtype=bool)
     for k, (band, dn) in enumerate(zip(LAI_BANDS, scene.read_dn(LAI_BANDS, 20), strict=True)):
         _gather_reflectance(scene, band, dn, idx, refl[k])
+        neg |= refl[k] < 0
         del dn
-    # a reflectance still negative after the offset is invalid input: no LAI there, counted in the item
-    neg = (refl < 0).any(axis=0)
+    # a reflectance still negative after the offset is invalid input: NaN in, so no LAI and flags 255 out
+    # (compute_lai's no-data convention), counted in the item
     negative = int(np.count_nonzero(neg))
     if negative:
-        keep = ~neg
-        idx, refl = idx[keep], np.ascontiguousarray(refl[:, keep])
+        refl[:, np.flatnonzero(neg)] = np.nan
         log.info("%s: %d clear pixels with a negative LAI input reflectance left without LAI", scene.scene_id,
                  negative)
+    del neg
     t1 = time.monotonic()
     angles, angle_source = pixel_angles(scene, g20.shape, g20.res)
     cos_vz, cos_sz, cos_raa = lai_angle_cosines(*(_gather(angles[k], idx) for k in (

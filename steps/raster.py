@@ -135,7 +135,7 @@ READ_WORKERS = 2
 
 
 def read_band(href: str, *, grid: Grid | None = None, resampling: Resampling = Resampling.nearest,
-              what: str | None = None, side: Side = "source") -> tuple[np.ndarray, Grid]:
+              what: str | None = None, side: Side = "source", use_overviews: bool = False) -> tuple[np.ndarray, Grid]:
     """Read band 1 of ``href`` as stored (e.g. uint16 DN). With ``grid``, resample onto that grid's shape.
 
     ``side`` is the storage ``href`` lives on: ``"source"`` (default) for bands of the input archive,
@@ -148,8 +148,13 @@ def read_band(href: str, *, grid: Grid | None = None, resampling: Resampling = R
     label = what or href
     # GDAL_NUM_THREADS as a config option, not the GTiff NUM_THREADS open option: JPEG 2000 bands (ESA SAFE,
     # sentinel-s2-l1c) are decoded by JP2OpenJPEG, which honours the config option but warns about the open one
+    # A resampled read does not use the file's overviews (OVERVIEW_LEVEL=NONE, a GDAL-core open option every
+    # driver accepts) unless the caller knows they hold what it wants (``use_overviews``): COG overviews are made
+    # by the producer with its own resampling (rio-tiler-pds' real 29RKH COGs: NEAREST), and JPEG 2000
+    # "overviews" are wavelet levels, neither of which is the valid-DN block mean the products are defined with.
+    opts = {} if grid is None or use_overviews else {"OVERVIEW_LEVEL": "NONE"}
     with (gdal_env(side=side), rasterio.Env(GDAL_NUM_THREADS=GDAL_THREADS), gdal_errors(label, href=href, side=side),
-          rasterio.open(href) as src):
+          rasterio.open(href, **opts) as src):
         file_grid = Grid(src.crs.to_string() if src.crs else "", src.transform, (src.height, src.width))
         if grid is None or grid.shape == file_grid.shape:
             data = src.read(1)
@@ -167,6 +172,7 @@ class BandRead:
     resampling: Resampling = Resampling.nearest
     what: str | None = None
     side: Side = "source"
+    use_overviews: bool = False
 
 
 def read_bands(requests: Sequence[BandRead], workers: int = READ_WORKERS) -> list[np.ndarray]:
@@ -176,7 +182,8 @@ def read_bands(requests: Sequence[BandRead], workers: int = READ_WORKERS) -> lis
     (already classified as transient/invalid input) is raised.
     """
     def one(r: BandRead) -> np.ndarray:
-        return read_band(r.href, grid=r.grid, resampling=r.resampling, what=r.what, side=r.side)[0]
+        return read_band(r.href, grid=r.grid, resampling=r.resampling, what=r.what, side=r.side,
+                         use_overviews=r.use_overviews)[0]
 
     if workers <= 1 or len(requests) <= 1:
         return [one(r) for r in requests]
@@ -199,6 +206,10 @@ def raster_info(href: str, what: str | None = None, *, side: Side = "source") ->
             "nodata": src.nodata,
             "scales": src.scales,
             "offsets": src.offsets,
+            "overviews": src.overviews(1),
+            # how the overviews were made, as the writer recorded it (GDAL's COG driver / rio-cogeo)
+            "overview_resampling": (src.tags(ns="IMAGE_STRUCTURE").get("OVERVIEW_RESAMPLING")
+                                    or src.tags().get("OVR_RESAMPLING_ALG") or "").upper() or None,
         }
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 from pydantic import BaseModel, ConfigDict, Field
+from rasterio.enums import Resampling
 
 from steps.errors import InvalidInputError
 from steps.raster import BandRead, Grid, read_bands
@@ -43,6 +44,10 @@ class BandInfo(BaseModel):
     resolution: float = Field(description="pixel size of the file in metres (as stored, e.g. 10, 20, 60)")
     scale: float = Field(description="reflectance per DN (1/quantification)")
     offset: float = Field(description="reflectance offset (add_offset/quantification; 0 before PB 04.00)")
+    nodata: float | None = Field(None, description="the file's nodata tag (ESA JPEG 2000: none; COGs: 0)")
+    average_overview: int | None = Field(
+        None, description="factor of the file's first overview when its writer recorded AVERAGE resampling "
+                          "and nodata 0 (that overview is then the valid-DN 2×2 block mean; else None)")
 
 
 class AngleGrids(BaseModel):
@@ -139,7 +144,7 @@ class Scene(SceneRef):
         :func:`steps.science.radiometry.dn_to_reflectance` and :meth:`band_info` (scale, offset).
         """
         infos = [self.band_info(b, level) for b in bands]
-        plans: list[tuple[BandRead, int]] = []
+        plans: list[tuple[BandRead, int]] = []  # (read, k): k > 1 average k×k blocks, k < -1 repeat |k| times
         for band, info in zip(bands, infos, strict=True):
             what = f"{self.scene_id} {level} {band}"
             if res is None and grid is None:
@@ -147,17 +152,21 @@ class Scene(SceneRef):
                 continue
             target = grid if grid is not None else self.grid(int(res or 0))
             factor = target.res / info.resolution
-            if factor > 1 + 1e-9:
-                k = round(factor)
-                if abs(factor - k) > 1e-6:
-                    raise InvalidInputError(f"{what}: {info.resolution:g} m does not divide the "
-                                            f"{target.res:g} m grid")
-                # read as stored and average the valid DNs here (GDAL would average DN 0 of JP2s in)
-                plans.append((BandRead(info.href, target.scaled(info.resolution), what=what), k))
-            else:
-                plans.append((BandRead(info.href, target, what=what), 1))
+            k = round(factor) if factor >= 1 else -round(1 / factor)
+            if abs(factor - k) > 1e-6 and abs(1 / factor + k) > 1e-6:
+                raise InvalidInputError(f"{what}: {info.resolution:g} m and the {target.res:g} m grid are not "
+                                        "whole multiples")
+            native = target.scaled(info.resolution)
+            if k > 1 and info.nodata == 0:  # GDAL's average skips tagged nodata: the same numbers, in C,
+                # from the file's own first overview when it was made that way (cheaper than full resolution)
+                plans.append((BandRead(info.href, target, Resampling.average, what=what,
+                                       use_overviews=info.average_overview == k), 1))
+            elif k > 1:  # no tag (JPEG 2000): GDAL would average DN 0 in; read as stored, average valid DNs here
+                plans.append((BandRead(info.href, native, what=what), k))
+            else:  # same grid, or finer: read as stored, repeat pixels here (cheaper than GDAL's nearest)
+                plans.append((BandRead(info.href, native, what=what), k))
         arrays = read_bands([p for p, _ in plans])
-        return [block_mean_dn(a, k) if k > 1 else a for a, (_, k) in zip(arrays, plans, strict=True)]
+        return [_resample_dn(a, k) for a, (_, k) in zip(arrays, plans, strict=True)]
 
     def reflectance(self, band: str, res: int | None = None, level: str = "L2A",
                     out: np.ndarray | None = None) -> np.ndarray:
@@ -193,6 +202,15 @@ class Scene(SceneRef):
     def dump(self) -> bytes:
         """Canonical JSON bytes."""
         return (json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True) + "\n").encode()
+
+
+def _resample_dn(dn: np.ndarray, k: int) -> np.ndarray:
+    """``k`` > 1: valid-DN block mean of k×k blocks; ``k`` < -1: each pixel repeated |k|×|k| times; else as is."""
+    if k > 1:
+        return block_mean_dn(dn, k)
+    if k < -1:
+        return np.repeat(np.repeat(dn, -k, axis=0), -k, axis=1)
+    return dn
 
 
 def load_scene(href: str) -> Scene:

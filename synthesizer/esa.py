@@ -235,6 +235,13 @@ def reflectance_conversion_u(t: datetime) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
+L2A_IMAGE_CONTENT_QI = ("NODATA_PIXEL_PERCENTAGE", "SATURATED_DEFECTIVE_PIXEL_PERCENTAGE", "DARK_FEATURES_PERCENTAGE",
+                        "CLOUD_SHADOW_PERCENTAGE", "VEGETATION_PERCENTAGE", "NOT_VEGETATED_PERCENTAGE",
+                        "WATER_PERCENTAGE", "UNCLASSIFIED_PERCENTAGE", "MEDIUM_PROBA_CLOUDS_PERCENTAGE",
+                        "HIGH_PROBA_CLOUDS_PERCENTAGE", "THIN_CIRRUS_PERCENTAGE", "SNOW_ICE_PERCENTAGE")
+"""Scene-class percentages of an L2A ``Image_Content_QI`` (MTD_TL.xml and MTD_MSIL2A.xml), in ESA's order."""
+
+
 def _fmt(v: float) -> str:
     return "NaN" if math.isnan(v) else f"{v:.6g}"
 
@@ -353,10 +360,7 @@ def tile_metadata_xml(spec: SceneSpec, arrays: SceneArrays, level: str) -> bytes
         _sub(ic, "DEGRADED_MSI_DATA_PERCENTAGE", "0")
     else:
         _sub(ic, "DEGRADED_MSI_DATA_PERCENTAGE", _pct(0.0))
-        for key in ("NODATA_PIXEL_PERCENTAGE", "SATURATED_DEFECTIVE_PIXEL_PERCENTAGE", "DARK_FEATURES_PERCENTAGE",
-                    "CLOUD_SHADOW_PERCENTAGE", "VEGETATION_PERCENTAGE", "NOT_VEGETATED_PERCENTAGE",
-                    "WATER_PERCENTAGE", "UNCLASSIFIED_PERCENTAGE", "MEDIUM_PROBA_CLOUDS_PERCENTAGE",
-                    "HIGH_PROBA_CLOUDS_PERCENTAGE", "THIN_CIRRUS_PERCENTAGE", "SNOW_ICE_PERCENTAGE"):
+        for key in L2A_IMAGE_CONTENT_QI:
             _sub(ic, key, _pct(stats[key]))
     return _serialise(root)
 
@@ -471,10 +475,7 @@ def product_metadata_xml(spec: SceneSpec, arrays: SceneArrays, level: str,
     _sub(qc, "Failed_Inspections")
     if level == "L2A":
         ic = _sub(qi, "Image_Content_QI")
-        for key in ("NODATA_PIXEL_PERCENTAGE", "SATURATED_DEFECTIVE_PIXEL_PERCENTAGE", "DARK_FEATURES_PERCENTAGE",
-                    "CLOUD_SHADOW_PERCENTAGE", "VEGETATION_PERCENTAGE", "NOT_VEGETATED_PERCENTAGE",
-                    "WATER_PERCENTAGE", "UNCLASSIFIED_PERCENTAGE", "MEDIUM_PROBA_CLOUDS_PERCENTAGE",
-                    "HIGH_PROBA_CLOUDS_PERCENTAGE", "THIN_CIRRUS_PERCENTAGE", "SNOW_ICE_PERCENTAGE"):
+        for key in L2A_IMAGE_CONTENT_QI:
             _sub(ic, key, _pct(stats[key]))
     return _serialise(root)
 

@@ -53,12 +53,12 @@ from synthesizer.render import OFFSET_DN, PLATFORM_NAMES, SceneArrays, SceneSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fill_safe_skeleton", "write_safe", "zip_safe"]
+__all__ = ["fill_safe_skeleton", "write_jp2", "write_safe", "zip_safe"]
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: same inputs, same bytes
 
 
-def _write_jp2(path: Path, data: np.ndarray, res: float, epsg: int, ulx: float, uly: float) -> None:
+def write_jp2(path: Path, data: np.ndarray, res: float, epsg: int, ulx: float, uly: float) -> None:
     """One-band lossless JPEG 2000 (JP2OpenJPEG, reversible 5/3 wavelet), tile CRS, no nodata tag."""
     import rasterio
     import rasterio.shutil
@@ -177,7 +177,7 @@ def write_safe(root: Path, spec: SceneSpec, arrays: SceneArrays, *, level: str =
                     data = _scl_at(arrays.scl, res)
                 else:
                     data = encode_dn(_to_resolution(arrays.boa[band], BANDS[band].resolution, res), add)
-                _write_jp2(safe / f"{rel}.jp2", data, res, tile.epsg, tile.ulx, tile.uly)
+                write_jp2(safe / f"{rel}.jp2", data, res, tile.epsg, tile.ulx, tile.uly)
                 files.append(rel)
     elif level == "L1C":
         for band in BANDS:
@@ -185,7 +185,7 @@ def write_safe(root: Path, spec: SceneSpec, arrays: SceneArrays, *, level: str =
             if b.resolution not in res_set:
                 continue
             rel = names.image_file(band)
-            _write_jp2(safe / f"{rel}.jp2", encode_dn(arrays.toa[band], add), b.resolution, tile.epsg,
+            write_jp2(safe / f"{rel}.jp2", encode_dn(arrays.toa[band], add), b.resolution, tile.epsg,
                        tile.ulx, tile.uly)
             files.append(rel)
     else:
@@ -302,7 +302,7 @@ def fill_safe_skeleton(real_product_xml: Path, real_tile_xml: Path, out_dir: Pat
         if data.shape != sizes[res]:
             raise ValueError(f"{band} at {res} m: array shape {data.shape} != MTD_TL Size {sizes[res]}")
         ulx, uly = ul[res]
-        _write_jp2(safe / f"{rel}.jp2", data, res, epsg, ulx, uly)
+        write_jp2(safe / f"{rel}.jp2", data, res, epsg, ulx, uly)
     logger.info("filled %s with %d synthetic band files", safe, len(wanted))
     return zip_safe(safe) if zip else safe
 

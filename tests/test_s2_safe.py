@@ -43,7 +43,7 @@ def _dn(band: str, res: int) -> np.ndarray:
     return a
 
 
-def _write_jp2(path: Path, data: np.ndarray, res: int) -> None:
+def write_jp2(path: Path, data: np.ndarray, res: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
         path, "w", driver="JP2OpenJPEG", width=PIX, height=PIX, count=1, dtype=data.dtype,
@@ -57,7 +57,7 @@ def safe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("safe") / NAME
     shutil.copytree(LAYOUT / NAME, root)
     for band, res in WRITTEN:
-        _write_jp2(root / _rel(band, res), _dn(band, res), res)
+        write_jp2(root / _rel(band, res), _dn(band, res), res)
     for aux in root.rglob("*.aux.xml"):  # GDAL side files are no part of a SAFE
         aux.unlink()
     return root

@@ -25,12 +25,15 @@ def dn_to_reflectance(dn: np.ndarray, scale: float, offset: float) -> np.ndarray
     sign of DN + ADD_OFFSET (DN 1000 at baseline ≥ 04.00 is reflectance 0, not −7e-9), so the negative-
     reflectance rule does not depend on float rounding.
     """
+    out = np.empty(dn.shape, dtype=np.float32)
     off_dn = offset / scale if scale else 0.0
     if scale and abs(off_dn - round(off_dn)) < 1e-6:
-        out = (dn.astype(np.float32) + np.float32(round(off_dn))) * np.float32(scale)
+        np.add(dn, np.float32(round(off_dn)), out=out, dtype=np.float32, casting="unsafe")
+        np.multiply(out, np.float32(scale), out=out)
     else:
-        out = dn.astype(np.float32) * np.float32(scale) + np.float32(offset)
-    out[dn == 0] = np.nan
+        np.multiply(dn, np.float32(scale), out=out, dtype=np.float32, casting="unsafe")
+        np.add(out, np.float32(offset), out=out)
+    np.copyto(out, np.float32(np.nan), where=dn == 0)
     return out
 
 

@@ -5,7 +5,9 @@
 states about radiometry (``raster:bands`` scale/offset, ``earthsearch:boa_offset_applied``), and the ESA
 metadata it carries — the product XML (``MTD_MSIL2A.xml``/``MTD_MSIL1C.xml``: baseline, quantification,
 offsets) and the granule XML (``MTD_TL.xml``: geocoding, angle grids) — read from where each really
-lives: the item's ``product_metadata``/``granule_metadata`` assets, or the SAFE's files.
+lives: the item's ``product_metadata``/``granule_metadata`` assets, or the SAFE's files. An item's
+``tileinfo_metadata`` (AWS ``tileInfo.json``: the tile origin) is read only when there is no granule XML,
+to check the grid the item states.
 
 An href is a SAFE when it names a ``.SAFE`` directory or a ``.zip`` (as downloaded from the Copernicus
 Data Space); anything else is read as a STAC item (JSON).
@@ -22,7 +24,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from steps.errors import InvalidInputError
-from steps.sentinel2.items import S2Item, parse_item
+from steps.sentinel2.items import S2Item, parse_item, parse_tileinfo
 from steps.sentinel2.metadata import ProductMetadata, TileMetadata, parse_product_metadata, parse_tile_metadata
 from steps.storage import read_uri
 
@@ -108,12 +110,23 @@ def from_item(item: S2Item) -> SourceProduct:
         tile_meta = parse_tile_metadata(_read_xml(item.granule_metadata_href, f"item {item.id}: granule metadata"),
                                         source=item.granule_metadata_href)
     sun, view = _item_angles(dict(item.raw.get("properties") or {}))
+    origin = item.origin
+    if item.tileinfo_href and tile_meta is None:
+        # AWS tileInfo.json holds the tile origin: with no granule XML it is the check of the item's grid
+        info = parse_tileinfo(json.loads(_read_xml(item.tileinfo_href, f"item {item.id}: tileinfo metadata")),
+                              item.tileinfo_href)
+        if info.tile != item.tile:
+            raise InvalidInputError(f"item {item.id}: tileInfo.json names tile {info.tile}, the item {item.tile}")
+        if origin is not None and (abs(origin[0] - info.origin[0]) > 0.01 or abs(origin[1] - info.origin[1]) > 0.01):
+            raise InvalidInputError(f"item {item.id}: proj:transform corner {origin} ≠ tileInfo.json tileOrigin "
+                                    f"{info.origin}")
+        origin = info.origin
     return SourceProduct(
         id=item.id, href=item.href, format=f"stac-item:{item.convention}", level=item.level, tile=item.tile,
         datetime=item.datetime, platform=item.platform,
         baseline=item.processing_baseline or (product.processing_baseline if product else None),
         files=files, item_scale_offset=so or None, boa_offset_applied=item.boa_offset_applied, product=product,
-        tile_meta=tile_meta, item_sun=sun, item_view=view, cloud_cover=item.cloud_cover, origin=item.origin,
+        tile_meta=tile_meta, item_sun=sun, item_view=view, cloud_cover=item.cloud_cover, origin=origin,
         item=item,
     )
 
