@@ -174,7 +174,7 @@ def _loose_identity(obj: dict[str, Any], href: str) -> S2Item | None:
     if m is None or tile is None:
         return None
     level = m.group(2) or m.group(4) or ("L1C" if "l1c" in str(obj.get("collection", "")).lower() else "L2A")
-    platform = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c", "S2D": "sentinel-2d"}[m.group(1)]
+    platform = {code: name for name, code in _PLATFORMS.items()}[m.group(1)]
     return S2Item(
         id=str(obj["id"]), href=href, convention="unknown", collection=None, level=level, tile=tile, datetime=when,
         platform=platform, processing_baseline=None, product_id=None, datatake_id=None, sequence=None, epsg=0,

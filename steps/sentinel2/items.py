@@ -56,6 +56,7 @@ from urllib.parse import urljoin, urlparse
 
 from steps.errors import InvalidInputError
 from steps.sentinel2.bands import BAND_BY_ASSET_KEY, BANDS
+from steps.sentinel2.metadata import baseline_key
 
 logger = logging.getLogger(__name__)
 
@@ -219,13 +220,6 @@ def _baseline(value: Any) -> str | None:
         return None
     m = _BASELINE_RE.match(str(value).strip())
     return f"{int(m.group(1)):02d}.{m.group(2)}" if m else None
-
-
-def _baseline_key(b: str | None) -> tuple[int, int]:
-    if b is None:
-        return (-1, -1)
-    major, minor = b.split(".")
-    return int(major), int(minor)
 
 
 def _parse_time(value: Any, item_id: str, what: str) -> datetime:
@@ -822,7 +816,8 @@ def best_per_scene(items: Iterable[S2Item]) -> list[S2Item]:
     best: dict[tuple[str, ...], S2Item] = {}
 
     def rank(it: S2Item) -> tuple[tuple[int, int], int, str]:
-        return _baseline_key(it.processing_baseline), it.sequence if it.sequence is not None else -1, it.id
+        pb = baseline_key(it.processing_baseline) if it.processing_baseline else (-1, -1)
+        return pb, it.sequence if it.sequence is not None else -1, it.id
 
     for it in items:
         key = (it.level, *it.scene_key)
