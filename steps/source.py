@@ -220,7 +220,7 @@ def _api_items(url: str, window: _Window, scan: Scan) -> None:
 
     try:
         client = Client.open(url)
-        available = {c.id for c in client.get_collections()}
+        available = {c.id: c for c in client.get_collections()}
         for names in (L2A_COLLECTIONS, L1C_COLLECTIONS):
             colls = [c for c in names if c in available]
             if not colls:
@@ -228,7 +228,7 @@ def _api_items(url: str, window: _Window, scan: Scan) -> None:
             search = client.search(
                 collections=colls[:1],
                 datetime=[format_datetime(window.lo), format_datetime(window.hi)],
-                query={"grid:code": {"in": [f"MGRS-{t}" for t in sorted(window.tiles)]}},
+                query=tile_query(available[colls[0]].to_dict(), window.tiles),
             )
             for item in search.items():
                 obj = item.to_dict(transform_hrefs=False)
@@ -238,6 +238,18 @@ def _api_items(url: str, window: _Window, scan: Scan) -> None:
         raise InvalidInputError(f"STAC API {url} refused the search: {exc}") from exc
     except OSError as exc:
         raise TransientError(f"STAC API {url} unreachable: {exc}") from exc
+
+
+def tile_query(collection: dict[str, Any], tiles: set[str]) -> dict[str, Any]:
+    """The STAC API ``query`` that selects ``tiles`` in a collection, in that catalogue's own property.
+
+    Earth Search and the Copernicus Data Space index the tile as ``grid:code`` (``MGRS-47PPR``); Planetary
+    Computer as ``s2:mgrs_tile`` (``47PPR``) and has no ``grid:code`` — its collections carry ``msft:*`` fields,
+    which is how it is recognised.
+    """
+    if any(k.startswith("msft:") for k in collection):
+        return {"s2:mgrs_tile": {"in": sorted(tiles)}}
+    return {"grid:code": {"in": [f"MGRS-{t}" for t in sorted(tiles)]}}
 
 
 def _safe_items(paths: list[Path], window: _Window, scan: Scan) -> None:

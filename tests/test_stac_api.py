@@ -254,3 +254,31 @@ def test_stac_api_that_refuses_the_search_is_invalid_input(stac_api: MiniStacApi
     assert res.returncode == 3, res.stdout + res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("raw2ready:")]
     assert len(lines) == 1 and "refused the search" in lines[0], res.stderr
+
+
+def test_planetary_computer_is_searched_by_its_own_tile_property(tmp_path: Path) -> None:
+    """A STAC API serving Planetary Computer's real collection and items (35MNM, June-July 2020): the tile goes
+    in ``s2:mgrs_tile`` (PC has no ``grid:code``), recognised from the collection's ``msft:*`` fields."""
+    from steps.source import find_scenes
+
+    real = Path(__file__).parent / "data" / "real"
+    coll_dir = tmp_path / "pc" / "sentinel-2-l2a"
+    coll_dir.mkdir(parents=True)
+    (coll_dir / "collection.json").write_bytes(
+        (real / "stac-collections" / "opendatacube+odc-stac" / "sentinel-2-l2a.collection.json").read_bytes())
+    feats = json.loads((real / "stac-items" / "opendatacube+odc-stac" / "site2-2020_jun_jul-35MNM.geojson")
+                       .read_text())["features"]
+    for f in feats:
+        (coll_dir / f["id"]).mkdir()
+        (coll_dir / f["id"] / f"{f['id']}.json").write_text(json.dumps(f))
+    api = MiniStacApi(tmp_path / "pc", "s3://unused")
+    thread = threading.Thread(target=api.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        scenes = find_scenes(api.url, ["35MNM"], "2020-06-01", "2020-06-30")
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
+    assert len(scenes) == 6  # 2020-06-01 … 06-26, every 5 days
+    assert {s.tile for s in scenes} == {"35MNM"} and all(s.processing_baseline == "02.12" for s in scenes)
+    assert [s["query"] for s in api.searches] == [{"s2:mgrs_tile": {"in": ["35MNM"]}}]
