@@ -25,7 +25,7 @@ from steps.products import CLOUD_MASK, NDVI
 from steps.raster import encode, read_band, write_gtiff
 from steps.scene import BandInfo, load_scene
 from steps.science.ndvi import ndvi
-from steps.science.radiometry import dn_to_reflectance, mask_negative
+from steps.science.radiometry import dn_to_reflectance
 from steps.science.scl import MASK_CLEAR
 from steps.settings import Settings
 from steps.storage import join, open_storage
@@ -89,7 +89,8 @@ def ndvi_stored(red_dn: np.ndarray, nir_dn: np.ndarray, red: BandInfo, nir: Band
         rho_red = dn_to_reflectance(red_dn[r0:r1], red.scale, red.offset)
         rho_nir = dn_to_reflectance(nir_dn[r0:r1], nir.scale, nir.offset)
         clear = clear_fine(mask20[r0 // k:(r1 + k - 1) // k], k)
-        negatives[r0 // step] = int(np.count_nonzero(mask_negative(rho_red, rho_nir) & clear))
+        # ndvi() leaves negative reflectances without a value; here they are only counted
+        negatives[r0 // step] = int(np.count_nonzero(((rho_red < 0) | (rho_nir < 0)) & clear))
         out[r0:r1] = encode(ndvi(rho_red, rho_nir, clear), NDVI)
 
     starts = range(0, rows, step)

@@ -26,7 +26,8 @@ class Product:
 
 NDVI = Product(
     "ndvi", "NDVI", "int16", -32768, 0.0001, 0.0, 10, None, ("data",),
-    "Normalized difference vegetation index (B08−B04)/(B08+B04) from L2A BOA reflectance; clear pixels only.",
+    "Normalized difference vegetation index (NIR−B04)/(NIR+B04) from L2A BOA reflectance, NIR = B08 (B8A when "
+    "the source has no B08); clear pixels with both reflectances ≥ 0 only.",
 )
 LAI = Product(
     "lai", "Leaf area index (SNAP biophysical processor)", "int16", -32768, 0.001, 0.0, 20, "m2/m2", ("data",),

@@ -156,15 +156,12 @@ class Scene(SceneRef):
             if abs(factor - k) > 1e-6 and abs(1 / factor + k) > 1e-6:
                 raise InvalidInputError(f"{what}: {info.resolution:g} m and the {target.res:g} m grid are not "
                                         "whole multiples")
-            native = target.scaled(info.resolution)
             if k > 1 and info.nodata == 0:  # GDAL's average skips tagged nodata: the same numbers, in C,
                 # from the file's own first overview when it was made that way (cheaper than full resolution)
                 plans.append((BandRead(info.href, target, Resampling.average, what=what,
                                        use_overviews=info.average_overview == k), 1))
-            elif k > 1:  # no tag (JPEG 2000): GDAL would average DN 0 in; read as stored, average valid DNs here
-                plans.append((BandRead(info.href, native, what=what), k))
-            else:  # same grid, or finer: read as stored, repeat pixels here (cheaper than GDAL's nearest)
-                plans.append((BandRead(info.href, native, what=what), k))
+            else:  # read as stored; average valid DNs (no tag: GDAL would average DN 0 in) or repeat pixels here
+                plans.append((BandRead(info.href, target.scaled(info.resolution), what=what), k))
         arrays = read_bands([p for p, _ in plans])
         return [_resample_dn(a, k) for a, (_, k) in zip(arrays, plans, strict=True)]
 

@@ -27,20 +27,19 @@ from __future__ import annotations
 
 import json
 import logging
-import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict
 
 from steps.catalog import format_datetime, parse_datetime
 from steps.errors import InvalidInputError, TransientError, UsageError
 from steps.grid import parse_tile
-from steps.sentinel2.items import S2Item, best_per_scene, canonical_tile, pair_items, parse_item
+from steps.sentinel2.items import S2Item, best_per_scene, canonical_tile, pair_items, parse_item, resolve_href
 from steps.sentinel2.product import is_safe_href
 from steps.storage import read_uri
 
@@ -110,19 +109,6 @@ def _read_json(href: str) -> dict[str, Any]:
         raise InvalidInputError(f"source not found: {href}") from exc
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{href} is not JSON: {exc}") from exc
-
-
-def _resolve(base: str, href: str) -> str:
-    """Resolve ``href`` relative to the document at ``base`` (local path, file/s3/http(s) URL)."""
-    if urlparse(href).scheme or href.startswith("/"):
-        return href
-    parsed = urlparse(base)
-    if parsed.scheme == "s3":  # urljoin does not treat s3 as hierarchical
-        path = posixpath.normpath(posixpath.join(posixpath.dirname(parsed.path), href))
-        return f"s3://{parsed.netloc}{path}"
-    if parsed.scheme in ("http", "https", "file"):
-        return urljoin(base, href)
-    return str((Path(base).parent / href).resolve())
 
 
 def _is_stac_api(landing: dict[str, Any]) -> bool:
@@ -204,9 +190,9 @@ def _static_items(root_href: str, window: _Window, scan: Scan, depth: int = 0) -
     for link in root.get("links", []):
         rel = link.get("rel")
         if rel == "child" and depth < 6:
-            _static_items(_resolve(root_href, link["href"]), window, scan, depth + 1)
+            _static_items(resolve_href(root_href, link["href"]), window, scan, depth + 1)
         elif rel == "item":
-            item_href = _resolve(root_href, link["href"])
+            item_href = resolve_href(root_href, link["href"])
             # cheap pre-filter on conventional item ids/product names before reading the item
             m = _STEM_TILE.match(Path(urlparse(item_href).path).stem)
             if m and canonical_tile(m.group(1)) not in window.tiles:

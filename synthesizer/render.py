@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,8 +48,11 @@ from typing import Any
 
 import numpy as np
 
+from steps.errors import InvalidInputError
 from steps.grid import footprint_polygon_lonlat, parse_tile
+from steps.science.angles import circular_mean_deg, nan_mean
 from steps.sentinel2.bands import BANDS, L1C_BANDS
+from steps.sentinel2.metadata import OFFSET_BASELINE, baseline_key
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,6 @@ QUANTIFICATION = 10000.0
 """ESA's quantification value (``BOA_QUANTIFICATION_VALUE`` / ``QUANTIFICATION_VALUE``)."""
 OFFSET_DN = -1000.0
 """ESA's add-offset (``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET``) written from processing baseline 04.00 on."""
-_OFFSET_BASELINE_KEY = (4, 0)  # processing baseline 04.00
 CLOUD_TOP_HEIGHT_M = 1500.0
 ANGLE_GRID_SIZE = 23
 """Nodes per side of ESA's angle grids (5 km steps over a 110 km tile, as in every real MTD_TL.xml)."""
@@ -91,10 +92,10 @@ def baseline_has_offsets(baseline: str) -> bool:
 
     Raises ``ValueError`` for a malformed baseline. Synthetic bookkeeping only: readers decide by metadata.
     """
-    m = re.fullmatch(r"(\d{2})\.(\d{2})", baseline)
-    if not m:
-        raise ValueError(f"malformed processing baseline {baseline!r}: expected e.g. '05.10'")
-    return (int(m.group(1)), int(m.group(2))) >= _OFFSET_BASELINE_KEY
+    try:
+        return baseline_key(baseline) >= baseline_key(OFFSET_BASELINE)
+    except InvalidInputError as exc:
+        raise ValueError(str(exc)) from None
 
 # Surface reflectance spectra per land cover, ESA band order B01..B12 (B10 unused: NaN).
 _NAN = math.nan
@@ -485,31 +486,17 @@ _SPECTRA_LUT = [
 def mean_view_angles(grids: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """NaN-aware per-node mean of (zenith, azimuth) grids in degrees over bands/detectors.
 
-    Zenith: arithmetic mean of the non-NaN values; azimuth: direction of the mean unit vector, in [0, 360).
+    Zenith: arithmetic mean of the finite values; azimuth: direction of the mean unit vector, in [0, 360).
     Nodes no grid covers are NaN.
     """
     zen = np.stack([np.asarray(z, dtype=np.float64) for z, _ in grids])
     azi = np.stack([np.asarray(a, dtype=np.float64) for _, a in grids])
-    ok = ~np.isnan(zen) & ~np.isnan(azi)
-    n = ok.sum(axis=0)
-    zsum = np.where(ok, zen, 0.0).sum(axis=0)
-    rad = np.deg2rad(np.where(ok, azi, 0.0))
-    s = np.where(ok, np.sin(rad), 0.0).sum(axis=0)
-    c = np.where(ok, np.cos(rad), 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        zmean = np.where(n > 0, zsum / np.maximum(n, 1), np.nan)
-    amean = np.where(n > 0, np.rad2deg(np.arctan2(s, c)) % 360.0, np.nan)
-    return zmean, amean
+    return nan_mean(zen, 0), circular_mean_deg(azi, 0)
 
 
 def scene_mean_angles(zen: np.ndarray, azi: np.ndarray) -> tuple[float, float]:
-    """Scene mean (zenith, azimuth) in degrees ignoring NaN; azimuth as a unit-vector mean (NaN if empty)."""
-    ok = ~np.isnan(zen) & ~np.isnan(azi)
-    if not ok.any():
-        return math.nan, math.nan
-    rad = np.deg2rad(azi[ok])
-    a = math.degrees(math.atan2(float(np.sin(rad).sum()), float(np.cos(rad).sum()))) % 360.0
-    return float(zen[ok].mean()), a
+    """Scene mean (zenith, azimuth) in degrees over the finite nodes; azimuth as a unit-vector mean (NaN if empty)."""
+    return float(nan_mean(zen)), float(circular_mean_deg(azi))
 
 
 def data_footprint_utm(spec: SceneSpec, size: int) -> list[tuple[float, float]]:

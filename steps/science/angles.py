@@ -21,10 +21,37 @@ from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fill_nan_nearest", "interpolate_azimuth_grid", "interpolate_grid", "lai_angle_cosines"]
+__all__ = ["circular_mean_deg", "fill_nan_nearest", "interpolate_azimuth_grid", "interpolate_grid", "lai_angle_cosines",
+           "nan_mean"]
 
 S2_ANGLE_STEP_M = 5000.0
 _ROW_BLOCK = 512  # output rows per block for the azimuth path (bounds temporaries to a few MB per row)
+
+
+def nan_mean(a: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Arithmetic mean of the finite values along ``axis`` (all axes if None); NaN where none is finite.
+
+    Emits no warning for empty slices (angle grids are NaN outside a detector's footprint).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    ok = np.isfinite(a)
+    n = ok.sum(axis=axis)
+    total = np.where(ok, a, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def circular_mean_deg(az: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Direction of the mean unit vector of the finite azimuths (degrees) along ``axis``, in [0, 360).
+
+    NaN where no value is finite. (The arithmetic mean of 350° and 10° is 180°; this gives 0°.)
+    """
+    rad = np.deg2rad(np.asarray(az, dtype=np.float64))
+    ok = np.isfinite(rad)
+    s = np.where(ok, np.sin(rad), 0.0).sum(axis=axis)
+    c = np.where(ok, np.cos(rad), 0.0).sum(axis=axis)
+    out = np.degrees(np.arctan2(s, c)) % 360.0
+    return np.where(ok.any(axis=axis), out, np.nan)
 
 
 def fill_nan_nearest(grid: np.ndarray) -> np.ndarray:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -247,8 +248,12 @@ def _float(value: Any) -> float | None:
     return None
 
 
-def _resolve(base: str, href: str) -> str:
-    """``href`` resolved against the document at ``base`` (local path or file/s3/http(s) URL)."""
+def resolve_href(base: str, href: str) -> str:
+    """``href`` resolved against the document at ``base`` (local path or file/s3/http(s) URL).
+
+    Pure string work (no file-system access): local paths are normalised (``a/b/../c`` → ``a/c``) so that
+    the same file always has the same href, e.g. in ``derived_from`` links.
+    """
     if not href or urlparse(href).scheme or href.startswith("/") or not base:
         return href
     parsed = urlparse(base)
@@ -257,7 +262,7 @@ def _resolve(base: str, href: str) -> str:
     if parsed.scheme:  # s3:// and friends: urljoin does not treat them as hierarchical
         path = posixpath.normpath(posixpath.join(posixpath.dirname(parsed.path), href))
         return f"{parsed.scheme}://{parsed.netloc}{path}"
-    return str(Path(base).parent / href)
+    return os.path.normpath(Path(base).parent / href)
 
 
 def _transform(value: Any, item_id: str, key: str) -> tuple[float, float, float, float, float, float] | None:
@@ -492,7 +497,7 @@ def _band_asset(band: str, key: str, asset: Mapping[str, Any], item_href: str, i
     transform = _transform(asset.get("proj:transform"), item_id, key)
     res = _resolution(band, asset.get("gsd"), rb.get("spatial_resolution"), key_res, transform)
     return BandAsset(
-        band=band, key=key, href=_resolve(item_href, href.strip()), resolution=res, transform=transform,
+        band=band, key=key, href=resolve_href(item_href, href.strip()), resolution=res, transform=transform,
         shape=shape, scale=_float(rb.get("scale")), offset=_float(rb.get("offset")),
         nodata=_float(rb.get("nodata")), media_type=asset.get("type") if isinstance(asset.get("type"), str) else None,
     )
@@ -539,7 +544,7 @@ def _bands(obj: Mapping[str, Any], item_href: str, item_id: str) -> tuple[dict[s
         if not _is_jp2(asset, key):
             same_res = [c for c in lst[1:] if _is_jp2(c[1], c[0]) and (c[2] is None or c[2] == key_res)]
             if same_res and isinstance(same_res[0][1].get("href"), str):
-                ba = replace(ba, jp2_href=_resolve(item_href, same_res[0][1]["href"]))
+                ba = replace(ba, jp2_href=resolve_href(item_href, same_res[0][1]["href"]))
         out[band] = ba
     scl = out.pop("SCL", None)
     eopf = _eopf_bands(assets, item_href, item_id)
@@ -564,7 +569,7 @@ def _eopf_bands(assets: Mapping[str, Any], item_href: str, item_id: str) -> dict
         base = asset.get("href")
         if not isinstance(base, str) or not base:
             raise InvalidInputError(f"item {item_id}: asset {key!r} has no href")
-        base = _resolve(item_href, base).rstrip("/")
+        base = resolve_href(item_href, base).rstrip("/")
         for b in asset["bands"]:
             if not isinstance(b, dict) or not isinstance(b.get("name"), str):
                 continue
@@ -586,12 +591,12 @@ def _meta_href(assets: Mapping[str, Any], item_href: str, keys: Sequence[str], b
     for key in keys:
         a = assets.get(key)
         if isinstance(a, dict) and isinstance(a.get("href"), str) and a["href"]:
-            return _resolve(item_href, a["href"])
+            return resolve_href(item_href, a["href"])
     for a in assets.values():
         if isinstance(a, dict) and isinstance(a.get("href"), str):
             name = posixpath.basename(urlparse(a["href"]).path)
             if name in basenames:
-                return _resolve(item_href, a["href"])
+                return resolve_href(item_href, a["href"])
     return None
 
 
@@ -673,7 +678,7 @@ def parse_item(obj: Mapping[str, Any], href: str) -> S2Item:
                 raise InvalidInputError(f"item {item_id}: {key} {v!r} is not a boolean")
             boa = v
 
-    derived = tuple(_resolve(item_href, str(link["href"])) for link in obj.get("links") or ()
+    derived = tuple(resolve_href(item_href, str(link["href"])) for link in obj.get("links") or ()
                     if isinstance(link, dict) and link.get("rel") == "derived_from" and link.get("href"))
     cc = _float(props.get("eo:cloud_cover"))
 

@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from steps.errors import InvalidInputError
+from steps.science.angles import circular_mean_deg, nan_mean
 from steps.sentinel2.bands import BAND_BY_ID, BANDS, normalise_band_name
 
 logger = logging.getLogger(__name__)
@@ -266,24 +267,6 @@ def _band_from_id(doc: _Doc, bid: str | None, path: str) -> str:
     return BAND_BY_ID[int(bid)]
 
 
-def _mean_azimuth(az: np.ndarray, axis: int) -> np.ndarray:
-    """NaN-aware circular mean (degrees in [0, 360)) along ``axis``; NaN where all inputs are NaN."""
-    rad = np.deg2rad(az)
-    ok = np.isfinite(rad)
-    s = np.where(ok, np.sin(rad), 0.0).sum(axis=axis)
-    c = np.where(ok, np.cos(rad), 0.0).sum(axis=axis)
-    out = np.degrees(np.arctan2(s, c)) % 360.0
-    return np.where(ok.any(axis=axis), out, np.nan)
-
-
-def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
-    ok = np.isfinite(a)
-    n = ok.sum(axis=axis)
-    s = np.where(ok, a, 0.0).sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
-
-
 def _combine_view_grids(
     grids: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -299,9 +282,9 @@ def _combine_view_grids(
     for band in sorted(by_band, key=lambda b: BANDS[b].band_id):
         zs = np.stack([z for z, _ in by_band[band]])
         az = np.stack([a for _, a in by_band[band]])
-        zen_b.append(_nanmean(zs, 0))
-        azi_b.append(_mean_azimuth(az, 0))
-    return _nanmean(np.stack(zen_b), 0), _mean_azimuth(np.stack(azi_b), 0)
+        zen_b.append(nan_mean(zs, 0))
+        azi_b.append(circular_mean_deg(az, 0))
+    return nan_mean(np.stack(zen_b), 0), circular_mean_deg(np.stack(azi_b), 0)
 
 
 def parse_tile_metadata(xml: bytes, *, source: str = "") -> TileMetadata:
@@ -409,7 +392,7 @@ def parse_tile_metadata(xml: bytes, *, source: str = "") -> TileMetadata:
     if mean_view_by_band:
         vals = np.array(list(mean_view_by_band.values()), dtype=np.float64)
         mean_view_zenith: float | None = float(vals[:, 0].mean())
-        mean_view_azimuth: float | None = float(_mean_azimuth(vals[:, 1], 0))
+        mean_view_azimuth: float | None = float(circular_mean_deg(vals[:, 1], 0))
     else:
         mean_view_zenith = mean_view_azimuth = None
 

@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from steps.errors import InvalidInputError
+from steps.science.radiometry import dn_to_reflectance, mask_negative
 from steps.sentinel2.bands import BANDS
 from steps.sentinel2.metadata import OFFSET_BASELINE, ProductMetadata, baseline_key
 
@@ -334,13 +335,6 @@ def to_reflectance(dn: np.ndarray, scale: float, offset: float) -> tuple[np.ndar
     """
     if not (math.isfinite(scale) and scale > 0 and math.isfinite(offset)):
         raise ValueError(f"bad radiometric scale/offset {scale}/{offset}")
-    a = np.asarray(dn)
-    off_dn = offset / scale
-    if abs(off_dn - round(off_dn)) < 1e-6:
-        off_dn = float(round(off_dn))
-    x = a.astype(np.float64) + off_dn
-    nodata = (a == 0) | ~np.isfinite(a) if a.dtype.kind == "f" else a == 0
-    negative = (x < 0) & ~nodata
-    out = (x * scale).astype(np.float32)
-    out[nodata | negative] = np.nan
-    return out, int(np.count_nonzero(negative))
+    # the pipeline's own conversion and negative rule (steps.science.radiometry), applied to a decision
+    out = dn_to_reflectance(np.asarray(dn), scale, offset)
+    return out, int(np.count_nonzero(mask_negative(out)))
