@@ -106,9 +106,19 @@ class MotoProcess:
         """Requests received since :meth:`start_recording`: ``method``, ``url``, ``headers`` (lower-cased)."""
         if not self.recording.exists():
             return []
+        # moto's threaded server writes each entry and its newline in two calls, so under concurrent
+        # requests two entries can share a line ("{A}{B}\n\n"): decode the log as a stream of objects
+        text, pos, entries = self.recording.read_text(), 0, []
+        decoder = json.JSONDecoder()
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos >= len(text):
+                break
+            obj, pos = decoder.raw_decode(text, pos)
+            entries.append(obj)
         out = []
-        for line in self.recording.read_text().splitlines():
-            entry = json.loads(line)
+        for entry in entries:
             out.append({"method": entry["method"], "url": entry["url"],
                         "headers": {k.lower(): v for k, v in entry["headers"].items()}})
         return out
