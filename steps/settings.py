@@ -27,6 +27,9 @@ Side = Literal["source", "output"]
 """Which storage configuration an S3 access uses: the input archive or the products."""
 
 AddressingStyle = Literal["path", "virtual"]
+CloudMode = Literal["fast", "exact"]
+#: Pixel sizes (m) the s2cloudless step runs at (its post-processing radii scale with them).
+CLOUD_RESOLUTIONS_M: tuple[int, ...] = (10, 20, 60, 160)
 
 AWS_ENDPOINT = "aws"
 """Value of ``RAW2READY_SOURCE_S3_ENDPOINT_URL`` meaning "AWS's own endpoints" (no override)."""
@@ -116,7 +119,10 @@ class Settings(BaseSettings):
     retries: int = Field(3, ge=0, description="retries of transient failures per step")
     retry_backoff_s: float = Field(2.0, ge=0, description="first retry delay in seconds (doubles each time)")
     lai_network: str = Field("3_0", description="SNAP LAI network set: '3_0' (per platform) or '2_1'")
-    cloud_resolution_m: int = Field(60, description="s2cloudless evaluation resolution: 20, 60 or 160 m")
+    cloud_resolution_m: int = Field(60, description="s2cloudless evaluation resolution: 10, 20, 60 or 160 m")
+    cloud_mode: CloudMode = Field(
+        "fast", description="s2cloudless evaluator: 'fast' (compiled model, proven same mask) or 'exact' "
+                            "(LightGBM's predictor, no compile step, 5-6x slower)")
     work_prefix: str = Field("work", description="folder under --out for intermediate step outputs")
 
     # Defaults for work orders that do not name them
@@ -143,6 +149,14 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """An empty variable (``RAW2READY_S3_ENDPOINT_URL=``) means unset, as in a ConfigMap placeholder."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cloud_resolution_m")
+    @classmethod
+    def _check_cloud_resolution(cls, value: int) -> int:
+        """A cloud resolution the mask step cannot run at is refused when the process starts."""
+        if value not in CLOUD_RESOLUTIONS_M:
+            raise ValueError(f"cloud resolution {value} m: choose one of {', '.join(map(str, CLOUD_RESOLUTIONS_M))}")
+        return value
 
     @model_validator(mode="after")
     def _check_storage_sides(self) -> Settings:

@@ -66,19 +66,22 @@ def test_exact_probabilities_equal_s2cloudless(toa: tuple[np.ndarray, np.ndarray
     assert float(np.max(np.abs(prob - oracle["prob"]))) <= 1e-6
 
 
-def test_exact_mode_mask_equals_s2cloudless(toa: tuple[np.ndarray, np.ndarray],
-                                            oracle: dict[str, np.ndarray]) -> None:
-    from steps.science.cloudmask import CloudMaskParams, cloud_mask_exact, load_s2cloudless_model
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_mask_equals_s2cloudless(toa: tuple[np.ndarray, np.ndarray], oracle: dict[str, np.ndarray],
+                                 mode: str) -> None:
+    from steps.science.cloudmask import CloudMaskParams, cloud_mask, load_s2cloudless_model
 
     stack, nodata = toa
     params = CloudMaskParams(threshold=0.4, average_over=4, dilation_size=2, resolution_m=900.0)
     model = load_s2cloudless_model()
     # the oracle's convention (no-data evaluated like any pixel): bit-identical mask
-    same = cloud_mask_exact(model, stack, np.ones(stack.shape[:2], dtype=bool), params, engine="auto")
+    same = cloud_mask(model, stack, np.ones(stack.shape[:2], dtype=bool), params, mode=mode)
+    assert same.engine == {"fast": "compiled", "exact": "lightgbm"}[mode]
     assert np.array_equal(same.mask, oracle["mask_default"])
+    assert np.array_equal(same.probability, oracle["prob"].astype(np.float32))
     # the pipeline's convention (no-data enters the average as 0, never cloud): identical on valid pixels,
     # since s2cloudless gives all-zero input a probability of only 1.1e-4
-    ours = cloud_mask_exact(model, stack, ~nodata, params, engine="auto")
+    ours = cloud_mask(model, stack, ~nodata, params, mode=mode)
     assert not ours.mask[nodata].any()
     assert np.array_equal(ours.mask[~nodata], oracle["mask_default"][~nodata])
     cloud_fraction = ours.mask[~nodata].mean()

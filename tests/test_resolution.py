@@ -77,3 +77,37 @@ def test_a_resolution_finer_than_the_source_is_refused(tmp_path: Path) -> None:
                        "--out", str(tmp_path / "out"), "--resolution", "20"])
     assert code == 3
     assert "resolution 20 m asked, but its finest B04/B08 files are 100 m" in text
+
+
+def test_cloud_mask_at_10m_same_in_both_cloud_modes(demo_archive: Path, tmp_path: Path) -> None:
+    """``--cloud-resolution 10`` runs s2cloudless on the 10 m grid; fast and exact modes give the same mask."""
+    masks, provs = {}, {}
+    for mode in ("fast", "exact"):
+        out = tmp_path / mode
+        code, text = _run(["--source", str(demo_archive), "--tiles", "47PPR", "--start", "2024-01-13", "--end",
+                           "2024-01-13", "--out", str(out), "--workers", "1", "--cloud-resolution", "10",
+                           "--cloud-mode", mode])
+        assert code == 0, text
+        (item_path,) = out.rglob("S2A_47PPR_20240113T034720.json")
+        provs[mode] = json.loads(item_path.read_text())["properties"]["processing:expression"]["expression"]
+        masks[mode] = (item_path.parent / "cloud_mask.tif").read_bytes()
+    assert masks["fast"] == masks["exact"]
+    s2c = {m: p["cloud_mask"]["s2cloudless"] for m, p in provs.items()}
+    assert s2c["fast"]["resolution_m"] == 10 and s2c["fast"]["average_over_px"] == 64
+    assert s2c["fast"]["dilation_px"] == 32
+    assert (s2c["fast"]["mode"], s2c["fast"]["evaluator"]) == ("fast", "compiled")
+    assert (s2c["exact"]["mode"], s2c["exact"]["evaluator"]) == ("exact", "lightgbm")
+    assert s2c["fast"]["evaluated_px"] == s2c["exact"]["evaluated_px"] > 0
+
+
+def test_bad_cloud_resolution_is_refused_before_any_scene(demo_archive: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from steps.settings import get_settings
+
+    monkeypatch.setenv("RAW2READY_CLOUD_RESOLUTION_M", "30")
+    get_settings.cache_clear()
+    code, text = _run(["--source", str(demo_archive), "--tiles", "47PPR", "--start", "2024-01-13", "--end",
+                       "2024-01-13", "--out", str(tmp_path / "o"), "--workers", "1"])
+    get_settings.cache_clear()
+    assert code == 3, text
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.tif"))

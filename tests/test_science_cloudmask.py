@@ -180,29 +180,18 @@ def test_params_for_resolution_scales_160m_settings():
 @pytest.mark.parametrize(
     ("res", "shape", "sigma"), [(60, (320, 320), 8.0), (160, (200, 200), 3.0)], ids=["60m", "160m"]
 )
-def test_fast_mask_agrees_with_s2cloudless(model, s2c, res, shape, sigma):
+def test_default_mask_equals_s2cloudless(model, s2c, res, shape, sigma):
+    """Default mode (compiled model): bit-identical float32 probabilities, hence the identical mask."""
     params = cm.params_for_resolution(res)
     toa, valid = make_toa_scene(shape, seed=7, cloud_sigma=sigma, cloud_cover=0.25, cirrus_cover=0.2)
     prob, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
-    res_ = cm.cloud_mask_fast(model, toa, valid, params)
-    agree = (res_.mask == ref_mask)[valid].mean()
-    assert agree >= 0.995, agree
-    assert not res_.mask[~valid].any()
-    ev = np.isfinite(res_.probability)
-    assert ev.sum() == res_.n_evaluated and not ev[~valid].any()
-    assert np.abs(res_.probability[ev] - prob[ev]).max() < 1e-5
+    got = cm.cloud_mask(model, toa, valid, params)
+    assert got.engine == "compiled"
+    assert np.array_equal(got.mask, ref_mask)
+    assert np.array_equal(got.probability[valid], prob[valid])
+    assert np.isnan(got.probability[~valid]).all() and not got.mask[~valid].any()
+    assert got.n_evaluated == got.n_valid == int(valid.sum())
     assert 0.1 < ref_mask[valid].mean() < 0.9  # non-trivial scene
-    assert res_.n_evaluated < res_.n_valid
-
-
-def test_fast_mask_evaluates_few_pixels_on_mostly_clear_scene(model, s2c):
-    params = cm.params_for_resolution(60)
-    toa, valid = make_toa_scene((300, 300), seed=11, cloud_cover=0.04, cloud_sigma=10.0, cirrus_cover=0.0)
-    _, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
-    res = cm.cloud_mask_fast(model, toa, valid, params)
-    assert res.evaluated_fraction < 0.15, res.evaluated_fraction
-    assert (res.mask == ref_mask)[valid].mean() >= 0.995
-    assert ref_mask.any()
 
 
 def test_nodata_never_turns_valid_pixels_cloudy(model, s2c):
@@ -210,10 +199,8 @@ def test_nodata_never_turns_valid_pixels_cloudy(model, s2c):
     toa, valid = make_toa_scene((160, 160), seed=5, cloud_cover=0.0, cirrus_cover=0.0, edge=True)
     assert (~valid).any()
     # all-zero no-data spectra look bright-ish to the raw model; they must not leak into the mask
-    res = cm.cloud_mask_fast(model, toa, valid, params)
-    exact = cm.cloud_mask_exact(model, toa, valid, params)
-    assert not res.mask.any()
-    assert not exact.mask.any()
+    for mode in ("fast", "exact"):
+        assert not cm.cloud_mask(model, toa, valid, params, mode=mode).mask.any()
 
 
 def test_exact_path_equals_s2cloudless_mask(model, s2c):
@@ -221,16 +208,30 @@ def test_exact_path_equals_s2cloudless_mask(model, s2c):
     toa, valid = make_toa_scene((90, 90), seed=9, cloud_sigma=3.0)
     _, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
     exact = cm.cloud_mask_exact(model, toa, valid, params)
+    assert exact.engine == "lightgbm"
     assert np.array_equal(exact.mask, ref_mask)
 
 
 def test_all_nodata_input_gives_empty_result(model):
-    toa = np.zeros((8, 8, 10), np.float32)
-    res = cm.cloud_mask_fast(model, toa)
+    toa = np.full((8, 8, 10), np.nan, np.float32)
+    res = cm.cloud_mask(model, toa)
     assert res.n_valid == 0 and res.n_evaluated == 0 and not res.mask.any()
 
 
-# ------------------------------------------------------------------------------------- combination
+def test_one_nodata_rule_nan_in_any_band():
+    """No data is NaN in any band; a TOA of exactly 0.0 is data (DN 1000 with the PB >= 04.00 offset)."""
+    toa = np.full((2, 3, 10), 0.2, np.float32)
+    toa[0, 0, 4] = np.nan
+    toa[0, 1, :] = 0.0
+    toa[1, 2, :] = np.inf
+    assert cm.default_valid(toa).tolist() == [[False, True, True], [True, True, False]]
+
+
+def test_unknown_cloud_mode_is_refused(model):
+    with pytest.raises(ValueError, match="cloud mode"):
+        cm.cloud_mask(model, np.zeros((2, 2, 10), np.float32), mode="approx")
+
+
 def test_build_cloud_mask_scl_only_maps_classes():
     scl = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]], np.uint8)
     out = cm.build_cloud_mask(scl, scl_dilation_px=0)
@@ -319,22 +320,21 @@ def _synth_scene_60m(size_10m: int = 1800, seed: int = 1, cloud_cover: float = 0
     return toa, valid, scene
 
 
-def test_fast_mask_agrees_with_s2cloudless_on_synth_scene(model, s2c):
+def test_default_mask_equals_s2cloudless_on_synth_scene(model, s2c):
     toa, valid, _ = _synth_scene_60m()
     assert 0.2 < valid.mean() < 1.0  # swath edge present
     params = cm.params_for_resolution(60)
     prob, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
-    res = cm.cloud_mask_fast(model, toa, valid, params)
-    assert (res.mask == ref_mask)[valid].mean() >= 0.995
-    ev = np.isfinite(res.probability)
-    assert np.abs(res.probability[ev] - prob[ev]).max() < 1e-5
+    res = cm.cloud_mask(model, toa, valid, params)
+    assert np.array_equal(res.mask, ref_mask)
+    assert np.array_equal(res.probability[valid], prob[valid])
     assert ref_mask[valid].any()
 
 
 def test_build_cloud_mask_on_synth_scene_covers_truth_clouds(model):
     import synthesizer as synth
     toa, valid, scene = _synth_scene_60m()
-    res = cm.cloud_mask_fast(model, toa, valid, cm.params_for_resolution(60))
+    res = cm.cloud_mask(model, toa, valid, cm.params_for_resolution(60))
     n20 = scene.scl.shape[0]
     s2c20 = cm.upsample_nearest(res.mask, 3, (n20, n20))
     b10 = cm.upsample_nearest(np.nan_to_num(np.asarray(scene.toa["B10"]), nan=0.0), 3, (n20, n20))
@@ -351,33 +351,20 @@ def test_build_cloud_mask_on_synth_scene_covers_truth_clouds(model):
     assert ten.shape == (2 * n20, 2 * n20)
 
 
-def test_fast_mask_same_with_own_evaluator_and_lightgbm(model):
+def test_probability_same_with_every_evaluator(model):
     toa, valid = make_toa_scene((96, 96), seed=4, cloud_sigma=4.0)
-    params = cm.params_for_resolution(160)
-    a = cm.cloud_mask_fast(model, toa, valid, params, engine="numpy")
-    b = cm.cloud_mask_fast(model, toa, valid, params, engine="lightgbm")
-    assert np.array_equal(a.mask, b.mask)
-    assert a.n_evaluated == b.n_evaluated
-    ev = np.isfinite(b.probability)
-    assert np.abs(a.probability[ev] - b.probability[ev]).max() < 1e-6
-
-
-def test_growing_refinement_reproduces_s2cloudless_mask(model, s2c):
-    import dataclasses
-
-    params = dataclasses.replace(cm.params_for_resolution(60), band_growth=2.0, margin_decay=0.5, max_rounds=6)
-    toa, valid = make_toa_scene((240, 240), seed=12, cloud_sigma=6.0, cloud_cover=0.3)
-    _, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
-    res = cm.cloud_mask_fast(model, toa, valid, params)
-    assert (res.mask == ref_mask)[valid].mean() >= 0.9995
+    p = {e: cm.cloud_probability(model, toa, valid, engine=e) for e in ("numpy", "lightgbm", "compiled")}
+    assert np.array_equal(p["compiled"], p["lightgbm"], equal_nan=True)
+    assert np.nanmax(np.abs(p["numpy"] - p["lightgbm"])) < 1e-6
 
 
 @pytest.mark.slow
-def test_full_60m_tile_fast_mask_agrees_with_s2cloudless(model, s2c):
+def test_full_60m_tile_default_mask_equals_s2cloudless(model, s2c):
     toa, valid, _ = _synth_scene_60m(10980, seed=3)
     assert toa.shape == (1830, 1830, 10)
     params = cm.params_for_resolution(60)
-    _, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
-    res = cm.cloud_mask_fast(model, toa, valid, params)
-    assert (res.mask == ref_mask)[valid].mean() >= 0.995
-    assert res.evaluated_fraction < 0.3
+    prob, ref_mask = s2c_reference_mask(s2c, toa, valid, params)
+    res = cm.cloud_mask(model, toa, valid, params)
+    assert res.engine == "compiled"
+    assert np.array_equal(res.mask, ref_mask)
+    assert np.array_equal(res.probability[valid], prob[valid])

@@ -1,13 +1,15 @@
-"""Cloud masking: s2cloudless probabilities (exact), a fast s2cloudless-equivalent mask, SCL combination.
+"""Cloud masking: s2cloudless probabilities and mask (proven equal to s2cloudless's), SCL combination.
 
 Conventions (all functions)
 ---------------------------
 * ``toa``: L1C top-of-atmosphere reflectance, unitless (0.0-1.0+, *after* the PB >= 04.00
   RADIO_ADD_OFFSET correction), float32 array of shape (H, W, 10) in :data:`S2CLOUDLESS_BANDS` order, all
   bands on one grid (typically 60 m or 160 m).
-* ``valid``: bool (H, W), True where the pixel has data. Default: all ten bands finite and not all zero
-  (DN 0 = no data in the L1C product). No-data pixels are never evaluated.
-* Probabilities are float32 in [0, 1]; NaN where not evaluated (no data, or skipped by the fast path).
+* ``valid``: bool (H, W), True where the pixel has data. The one no-data rule, for these functions and
+  the pipeline alike (:func:`default_valid`): a pixel is valid when all ten bands are finite. Callers
+  mark no data as NaN; the pipeline's reader turns the L1C no-data DN 0 of any band into NaN. A TOA of
+  exactly 0.0 is valid data (DN 1000 with the PB >= 04.00 offset). No-data pixels are never evaluated.
+* Probabilities are float32 in [0, 1]; NaN on no-data pixels.
 * Masks are bool (H, W), True = cloud; no-data pixels are always False in a returned mask (the
   ``cloud_mask`` product marks them 255 = nodata, see :mod:`steps.science.scl`).
 
@@ -39,7 +41,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from steps.science._trees import TreeEnsemble, parse_lightgbm_model, predict_proba, predict_raw
+from steps.science import _compiled
+from steps.science._trees import TreeEnsemble, parse_lightgbm_model, predict_proba
 from steps.science.scl import (
     MASK_BUFFER,
     MASK_CIRRUS,
@@ -60,7 +63,7 @@ S2CLOUDLESS_MODEL_FILENAME = "pixel_s2_cloud_detector_lightGBM_v0.1.txt"
 #: Sen2Cor's thin-cirrus threshold on L1C B10 TOA reflectance (GIPP ``T1_B10``).
 SEN2COR_T1_B10 = 0.012
 
-Engine = Literal["auto", "lightgbm", "numpy"]
+Engine = Literal["auto", "compiled", "lightgbm", "numpy"]
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -68,8 +71,9 @@ Engine = Literal["auto", "lightgbm", "numpy"]
 class S2CloudlessModel:
     """The s2cloudless LightGBM model: flat tree arrays (own exact evaluator) plus the file path.
 
-    ``booster()`` lazily loads the same file with LightGBM (its multithreaded predictor is the fastest
-    exact evaluator available here); both evaluators give identical probabilities.
+    ``booster()`` lazily loads the same file with LightGBM (the evaluator s2cloudless itself uses);
+    ``compiled()`` the machine-code version of :mod:`steps.science._compiled`. All give the same
+    float32 probabilities.
     """
 
     trees: TreeEnsemble
@@ -83,6 +87,26 @@ class S2CloudlessModel:
 
             self._cache["booster"] = lightgbm.Booster(model_file=str(self.path))
         return self._cache["booster"]
+
+    def lightgbm_proba(self, X: np.ndarray) -> np.ndarray:
+        """LightGBM's probability (float64) for rows of ``X`` (n, 10) float32."""
+        return np.asarray(self.booster().predict(np.ascontiguousarray(X, dtype=np.float32)), dtype=np.float64)
+
+    def compiled(self) -> _compiled.CompiledForest:
+        """The compiled model (compiled once per machine and cached; checked against LightGBM on load).
+
+        Raises :class:`~steps.science._compiled.CompiledModelUnavailableError` when it cannot be used; the
+        failure is remembered for this process.
+        """
+        if "compiled" not in self._cache:
+            try:
+                self._cache["compiled"] = _compiled.load_compiled(self.path, self.trees, self.lightgbm_proba)
+            except (_compiled.CompiledModelUnavailableError, OSError) as exc:
+                self._cache["compiled"] = exc
+        got = self._cache["compiled"]
+        if isinstance(got, BaseException):
+            raise _compiled.CompiledModelUnavailableError(str(got)) from got
+        return got
 
 
 def s2cloudless_model_path() -> Path:
@@ -115,24 +139,46 @@ def _check_toa(toa: np.ndarray) -> np.ndarray:
 
 
 def default_valid(toa: np.ndarray) -> np.ndarray:
-    """Valid-data mask (bool, H x W) for a TOA stack: all bands finite and not all bands exactly 0."""
+    """Valid-data mask (bool, H x W) for a TOA stack: all ten bands finite (no data is marked NaN)."""
     toa = _check_toa(toa)
-    return np.all(np.isfinite(toa), axis=-1) & np.any(toa != 0, axis=-1)
+    return np.all(np.isfinite(toa), axis=-1)
 
 
-def _evaluate(model: S2CloudlessModel, X: np.ndarray, engine: Engine) -> np.ndarray:
-    """Cloud probability (float64) for rows of X (n, 10) float32."""
+def _evaluate(model: S2CloudlessModel, X: np.ndarray, engine: Engine) -> tuple[np.ndarray, str, int]:
+    """float32 probabilities for rows of X (n, 10) float32: (values, engine used, rows re-checked)."""
     if X.shape[0] == 0:
-        return np.empty(0, dtype=np.float64)
+        return np.empty(0, dtype=np.float32), engine, 0
     if engine == "numpy":
-        return predict_proba(model.trees, X)
+        return predict_proba(model.trees, X).astype(np.float32), "numpy", 0
+    if engine in ("compiled", "auto"):
+        try:
+            forest = model.compiled()
+        except (_compiled.CompiledModelUnavailableError, ImportError) as exc:
+            if engine == "compiled":
+                logger.warning("compiled cloud model unavailable (%s): using LightGBM's predictor (same mask, "
+                               "5-6x slower)", exc)
+        else:
+            values, n_rechecked = forest.predict_float32(X, model.lightgbm_proba)
+            return values, "compiled", n_rechecked
     try:
-        booster = model.booster()
+        return model.lightgbm_proba(X).astype(np.float32), "lightgbm", 0
     except ImportError:
         if engine == "lightgbm":
             raise
-        return predict_proba(model.trees, X)
-    return np.asarray(booster.predict(np.ascontiguousarray(X, dtype=np.float32)), dtype=np.float64)
+        return predict_proba(model.trees, X).astype(np.float32), "numpy", 0
+
+
+def _probability(model: S2CloudlessModel, toa: np.ndarray, valid: np.ndarray, engine: Engine
+                 ) -> tuple[np.ndarray, str, int]:
+    out = np.full(toa.shape[:2], np.nan, dtype=np.float32)
+    idx = np.flatnonzero(valid)
+    used: str = engine
+    n_rechecked = 0
+    if idx.size:
+        X = toa.reshape(-1, toa.shape[-1])[idx]
+        values, used, n_rechecked = _evaluate(model, X, engine)
+        out.flat[idx] = values
+    return out, used, n_rechecked
 
 
 def cloud_probability(
@@ -149,7 +195,8 @@ def cloud_probability(
         toa: float32 (H, W, 10) L1C TOA reflectance (offset-corrected), :data:`S2CLOUDLESS_BANDS` order.
         valid: bool (H, W); default :func:`default_valid`.
         engine: ``"numpy"`` (default) = this module's own tree evaluator; ``"lightgbm"`` = LightGBM's
-            predictor on the same file (faster, identical results); ``"auto"`` = LightGBM if importable.
+            predictor on the same file; ``"compiled"`` = the compiled model with its float32 proof
+            (falls back to LightGBM); ``"auto"`` = compiled, else LightGBM, else numpy.
 
     Returns:
         float32 (H, W): probability in [0, 1] (sigmoid of the summed leaf values, as LightGBM's binary
@@ -158,12 +205,7 @@ def cloud_probability(
     """
     toa = _check_toa(toa)
     valid = default_valid(toa) if valid is None else np.asarray(valid, dtype=bool)
-    out = np.full(toa.shape[:2], np.nan, dtype=np.float32)
-    idx = np.flatnonzero(valid)
-    if idx.size:
-        X = toa.reshape(-1, toa.shape[-1])[idx]
-        out.flat[idx] = _evaluate(model, X, engine).astype(np.float32)
-    return out
+    return _probability(model, toa, valid, engine)[0]
 
 
 # ----------------------------------------------------------------------------------- post-processing
@@ -185,24 +227,12 @@ class CloudMaskParams:
     ``threshold``: strict ``>`` on the disk-averaged probability. ``average_over``: disk radius of the
     normalised averaging kernel (0 = none). ``dilation_size``: disk radius of the final dilation (0 =
     none). ``resolution_m``: pixel size the values were chosen for (documentation only).
-    Fast-path knobs (see :func:`cloud_mask_fast`): ``surrogate_trees`` (trees in the cheap estimate),
-    ``calibration_stride`` (px between exactly evaluated lattice pixels), ``margin`` (probability units
-    around the threshold that trigger refinement), ``refine_band_px``, ``max_rounds``, ``margin_decay``,
-    ``band_growth``, ``residual_correction``.
     """
 
     threshold: float = 0.4
     average_over: int = 11
     dilation_size: int = 5
     resolution_m: float = 60.0
-    surrogate_trees: int = 10
-    calibration_stride: int = 4
-    margin: float = 0.03
-    refine_band_px: int = 2
-    max_rounds: int = 3
-    margin_decay: float = 1.0
-    band_growth: float = 1.0
-    residual_correction: bool = True
 
 
 def params_for_resolution(resolution_m: float, threshold: float = 0.4) -> CloudMaskParams:
@@ -246,19 +276,22 @@ def mask_from_probability(prob: np.ndarray, valid: np.ndarray, params: CloudMask
 
 @dataclass
 class CloudMaskResult:
-    """Result of :func:`cloud_mask_fast`.
+    """Result of :func:`cloud_mask`.
 
-    ``mask``: bool (H, W), True = cloud, False on no-data. ``probability``: float32 (H, W), exact
-    s2cloudless probability where evaluated, NaN elsewhere. ``n_evaluated``: pixels run through the
-    model; ``n_valid``: valid pixels. ``timings``: seconds per phase.
+    ``mask``: bool (H, W), True = cloud, False on no-data. ``probability``: float32 (H, W), the
+    s2cloudless probability (bit-identical to ``S2PixelCloudDetector``'s float32 maps) on valid pixels,
+    NaN elsewhere. ``n_evaluated``: pixels run through the model; ``n_valid``: valid pixels;
+    ``n_rechecked``: pixels the compiled evaluator handed to LightGBM because the error bound could not
+    decide their float32 value; ``engine``: the evaluator that ran; ``timings``: seconds per phase.
     """
 
     mask: np.ndarray
     probability: np.ndarray
     n_evaluated: int
     n_valid: int
+    engine: str = "numpy"
+    n_rechecked: int = 0
     timings: dict[str, float] = field(default_factory=dict)
-    average: np.ndarray | None = None  # float32 disk-averaged (estimated) probability, for diagnostics
 
     @property
     def evaluated_fraction(self) -> float:
@@ -266,190 +299,42 @@ class CloudMaskResult:
         return self.n_evaluated / self.n_valid if self.n_valid else 0.0
 
 
-def _evaluate_raw_partial(model: S2CloudlessModel, X: np.ndarray, n_trees: int, engine: Engine) -> np.ndarray:
-    """Raw score of the first ``n_trees`` trees (float64) for rows of X (n, 10)."""
-    if X.shape[0] == 0:
-        return np.empty(0, dtype=np.float64)
-    if engine != "numpy":
-        try:
-            booster = model.booster()
-        except ImportError:
-            if engine == "lightgbm":
-                raise
-        else:
-            out = booster.predict(np.ascontiguousarray(X), raw_score=True, num_iteration=n_trees)
-            return np.asarray(out, dtype=np.float64)
-    return predict_raw(model.trees, X, n_trees=n_trees)
+#: ``--cloud-mode`` -> evaluator. Both give the same mask; see :func:`cloud_mask`.
+MODE_ENGINES: dict[str, Engine] = {"fast": "compiled", "exact": "lightgbm"}
 
 
-def _calibrate(raw_k: np.ndarray, p: np.ndarray, n_bins: int = 48) -> tuple[np.ndarray, np.ndarray]:
-    """Monotone-in-bins map partial raw score -> mean exact probability (bin means, for np.interp)."""
-    order = np.argsort(raw_k, kind="stable")
-    rk, pk = raw_k[order], p[order]
-    n_bins = max(1, min(n_bins, rk.size // 20))
-    splits = np.array_split(np.arange(rk.size), n_bins)
-    xs = np.array([rk[i].mean() for i in splits])
-    ys = np.array([pk[i].mean() for i in splits])
-    return xs, ys
-
-
-def cloud_mask_fast(
+def cloud_mask(
     model: S2CloudlessModel,
     toa: np.ndarray,
     valid: np.ndarray | None = None,
     params: CloudMaskParams | None = None,
     *,
-    engine: Engine = "auto",
+    mode: str = "fast",
 ) -> CloudMaskResult:
-    """s2cloudless cloud mask, evaluating the full model only where the decision needs it.
+    """s2cloudless cloud mask: every valid pixel evaluated, then :func:`mask_from_probability`.
 
-    The mask is defined exactly as s2cloudless's ``get_cloud_masks`` (threshold of the disk-averaged
-    probability, then disk dilation; no-data enters the average as 0). The expensive part is the
-    170-tree model per pixel; the mask only depends on the *average* of the probability over a disk of
-    hundreds of pixels, which is insensitive to small independent per-pixel errors. Hence:
+    ``mode="fast"`` (default) evaluates with the compiled model (:mod:`steps.science._compiled`): its
+    float32 probabilities are proven bit-identical to LightGBM's (pixels the error bound cannot decide
+    are re-evaluated by LightGBM), so the mask equals s2cloudless's. Falls back to LightGBM, with a
+    warning, when the compiled model is unavailable. ``mode="exact"`` runs LightGBM's own predictor (the
+    evaluator s2cloudless uses) on every pixel: no compile step, 5-6x slower.
 
-    1. **surrogate**: the first ``surrogate_trees`` trees (10 of 170, ~6 % of the cost) on every valid
-       pixel - boosting puts most of the signal in the first trees;
-    2. **calibration**: the full model on a lattice of stride ``calibration_stride`` (1/16 of the
-       pixels at stride 4); partial raw score -> probability is calibrated on those pixels (binned means,
-       piecewise linear), giving a per-pixel estimate with ~0.05 residual std;
-       A spatially smoothed residual measured on the lattice is added (the calibration error is
-       spatially correlated, e.g. one surface type under thin cloud);
-    3. the disk average of (exact where known, estimate elsewhere) is computed; pixels within
-       ``margin`` of the threshold whose disk still contains estimates get the full model in a band of
-       ``refine_band_px`` around them; repeated up to ``max_rounds`` times (the band grows by
-       ``band_growth`` and the margin shrinks by ``margin_decay`` per round).
-
-    With the defaults (band 2 px, margin 0.03, 3 rounds) the mask agrees with s2cloudless on 99.6-99.9 %
-    of valid pixels while 10-25 % of them are evaluated (margin 0.05 evaluated ~15 % more pixels for
-    +0.05 % agreement on a full 60 m tile); the disagreements are pixels whose true average is within
-    ~0.005 of the threshold. Evaluated pixels are fed to the model sorted by their surrogate score, so
-    neighbouring rows take the same paths through the trees (~30 % faster than spatial order).
-    ``band_growth=2, margin_decay=0.5, max_rounds=6`` makes
-    persistently borderline pixels end up with a fully evaluated disk (100 % agreement in tests) at
-    roughly 2.5x the evaluations.
-
-    Clear land and cloud interiors are decided on the estimate; only a thin band along the threshold
-    contour is evaluated exactly. Evaluation uses LightGBM's predictor on the gathered pixels
-    (``engine="auto"``) or this module's own evaluator (``"numpy"``); both are exact.
-
-    Args:
-        model: from :func:`load_s2cloudless_model`.
-        toa: float32 (H, W, 10) L1C TOA reflectance, :data:`S2CLOUDLESS_BANDS` order.
-        valid: bool (H, W); default :func:`default_valid`.
-        params: post-processing settings in pixels (default :class:`CloudMaskParams`, i.e. 60 m).
-        engine: evaluator, see :func:`cloud_probability`.
-
-    Returns:
-        :class:`CloudMaskResult`: ``probability`` is exact where evaluated and NaN elsewhere (estimates
-        are not returned); ``n_evaluated`` counts full-model evaluations.
+    No pixel is skipped. An earlier mode decided most pixels from the first 10 trees; on real scenes it
+    missed 1.7-2.4 % of the cloud pixels, and no useful bound backs such a skip (the remaining trees'
+    leaf ranges add up to the whole 0-1 probability range), see ``docs/BENCHMARKS.md``.
     """
-    t_start = time.perf_counter()
+    if mode not in MODE_ENGINES:
+        raise ValueError(f"cloud mode {mode!r}: choose one of {sorted(MODE_ENGINES)}")
     params = params or CloudMaskParams()
     toa = _check_toa(toa)
     valid = default_valid(toa) if valid is None else np.asarray(valid, dtype=bool)
-    h, w = valid.shape
-    n_valid = int(np.count_nonzero(valid))
-    flat_toa = toa.reshape(-1, toa.shape[-1])
-    prob = np.full((h, w), np.nan, dtype=np.float32)
-    timings: dict[str, float] = {"model": 0.0}
-    if n_valid == 0:
-        return CloudMaskResult(np.zeros((h, w), bool), prob, 0, 0, timings)
-    known = ~valid  # no-data is "known" with p = 0
-    estimate = np.zeros((h, w), dtype=np.float32)  # exact where known, surrogate elsewhere, 0 on no-data
-    n_eval = 0
-
-    def evaluate(select: np.ndarray) -> np.ndarray:
-        nonlocal n_eval
-        idx = np.flatnonzero(select & ~known)
-        if idx.size:
-            t0 = time.perf_counter()
-            # Pixels in order of their surrogate score take similar paths through the trees one after
-            # the other (branch prediction, node cache): ~30 % less time per pixel than spatial order.
-            # The probabilities do not depend on the order.
-            idx = idx[np.argsort(raw_full[idx], kind="stable")]
-            p = _evaluate(model, flat_toa[idx], engine).astype(np.float32)
-            timings["model"] += time.perf_counter() - t0
-            prob.flat[idx] = p
-            estimate.flat[idx] = p
-            known.flat[idx] = True
-            n_eval += idx.size
-        return idx
-
-    # 1. surrogate on all valid pixels
     t0 = time.perf_counter()
-    vidx = np.flatnonzero(valid)
-    raw_k = _evaluate_raw_partial(model, flat_toa[vidx], params.surrogate_trees, engine)
-    raw_full = np.full(h * w, np.nan)
-    raw_full[vidx] = raw_k
-    timings["surrogate"] = time.perf_counter() - t0
-    # 2. exact lattice + calibration
-    t0 = time.perf_counter()
-    lattice = np.zeros((h, w), dtype=bool)
-    cs = max(1, int(params.calibration_stride))
-    lattice[cs // 2 :: cs, cs // 2 :: cs] = True
-    evaluate(lattice & valid)
-    cal = np.flatnonzero(known.ravel() & valid.ravel())
-    if cal.size >= 20:
-        xs, ys = _calibrate(raw_full[cal], estimate.ravel()[cal])
-        est_vals = np.interp(raw_k, xs, ys)
-    else:  # too few exact samples: the partial score's own sigmoid
-        est_vals = 1.0 / (1.0 + np.exp(-model.trees.sigmoid * raw_k))
-    est_cal = np.zeros((h, w), dtype=np.float32)  # calibrated surrogate, valid pixels
-    est_cal.flat[vidx] = est_vals
-    sigma = float(cs)
-
-    if params.residual_correction and cal.size >= 20:
-        # The calibration is global while its error is spatially correlated (one surface type under
-        # thin cloud, say): add the residual measured on the lattice, spread by normalised Gaussian
-        # smoothing (sigma = lattice stride). Only the unbiased lattice sample is used: residuals of the
-        # refinement bands (cloud edges) do not represent their surroundings and made results worse.
-        on_lattice = np.zeros((h, w), dtype=bool)
-        on_lattice.flat[cal] = True
-        resid = np.where(on_lattice, estimate - est_cal, 0.0).astype(np.float32)
-        num = cv2.GaussianBlur(resid, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        den = cv2.GaussianBlur(on_lattice.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        corr = num / np.maximum(den, 1e-3)
-        corr[den <= 1e-3] = 0.0
-        est_cal = np.clip(est_cal + corr, 0.0, 1.0).astype(np.float32)
-    unknown0 = valid & ~known
-    estimate[unknown0] = est_cal[unknown0]
-    timings["calibration"] = time.perf_counter() - t0
-    # 3. refine around the threshold contour
-    t0 = time.perf_counter()
-    r = int(params.average_over)
-    sup = disk(r).astype(np.float32) if r else np.ones((1, 1), np.float32)
-    avg = _average(estimate, params)
-    band_px = max(1, int(params.refine_band_px))
-    margin = params.margin
-    for _ in range(params.max_rounds):
-        unknown_in_disk = cv2.filter2D((~known).astype(np.float32), -1, sup, borderType=cv2.BORDER_REFLECT)
-        uncertain = valid & (np.abs(avg - params.threshold) < margin) & (unknown_in_disk > 0.5)
-        margin *= params.margin_decay
-        if not uncertain.any():
-            break
-        # Band around the still-uncertain pixels, growing by ``band_growth`` each round (a factor 2
-        # converges to whole exactly-evaluated disks for pixels that stay borderline).
-        region = cv2.dilate(uncertain.astype(np.uint8), disk(min(band_px, max(r, 1)))).astype(bool)
-        band_px = max(band_px, round(band_px * params.band_growth))
-        if evaluate(region).size == 0:
-            if params.band_growth <= 1.0:
-                break  # the same band again would add nothing
-            continue
-        avg = _average(estimate, params)
-    timings["refine"] = time.perf_counter() - t0
-    mask = _threshold_dilate(avg, params) & valid
-    timings["total"] = time.perf_counter() - t_start
-    logger.debug(
-        "cloud_mask_fast: %d/%d valid pixels evaluated (%.1f %%), %.2f s",
-        n_eval,
-        n_valid,
-        100.0 * n_eval / n_valid,
-        timings["total"],
-    )
-    return CloudMaskResult(
-        mask=mask, probability=prob, n_evaluated=n_eval, n_valid=n_valid, timings=timings, average=avg
-    )
+    prob, engine, n_rechecked = _probability(model, toa, valid, MODE_ENGINES[mode])
+    t1 = time.perf_counter()
+    mask = mask_from_probability(prob, valid, params)
+    n = int(np.count_nonzero(valid))
+    return CloudMaskResult(mask, prob, n, n, engine=engine, n_rechecked=n_rechecked,
+                           timings={"model": t1 - t0, "post": time.perf_counter() - t1})
 
 
 def cloud_mask_exact(
@@ -457,16 +342,9 @@ def cloud_mask_exact(
     toa: np.ndarray,
     valid: np.ndarray | None = None,
     params: CloudMaskParams | None = None,
-    *,
-    engine: Engine = "auto",
 ) -> CloudMaskResult:
-    """Reference path: evaluate every valid pixel, then :func:`mask_from_probability` (same conventions)."""
-    params = params or CloudMaskParams()
-    toa = _check_toa(toa)
-    valid = default_valid(toa) if valid is None else np.asarray(valid, dtype=bool)
-    prob = cloud_probability(model, toa, valid, engine=engine)
-    n = int(np.count_nonzero(valid))
-    return CloudMaskResult(mask_from_probability(prob, valid, params), prob, n, n)
+    """Reference path: LightGBM's predictor on every valid pixel (``cloud_mask(..., mode="exact")``)."""
+    return cloud_mask(model, toa, valid, params, mode="exact")
 
 
 # ------------------------------------------------------------------------------- final combination
