@@ -105,8 +105,8 @@ def _separable(
     step_m: float,
     row_off: int,
     col_off: int,
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Row-blend each grid (→ rows × nx, float32) and build the dense column weight matrix (nx × cols)."""
+) -> tuple[list[np.ndarray], ColumnWeights]:
+    """Row-blend each grid (→ rows × nx, float32) and the column weights (see :func:`_apply_columns`)."""
     rows, cols = out_shape
     g0 = grids[0]
     if g0.shape[0] == 1 or g0.shape[1] == 1:  # a single node along an axis: duplicate it
@@ -118,11 +118,24 @@ def _separable(
     blended = [
         (g[r_lo] * (1.0 - r_t)[:, None] + g[r_lo + 1] * r_t[:, None]).astype(np.float32) for g in grids
     ]
-    wcol = np.zeros((nx, cols), dtype=np.float32)
-    j = np.arange(cols)
-    wcol[c_lo, j] = 1.0 - c_t
-    wcol[c_lo + 1, j] += c_t
-    return blended, wcol
+    return blended, (c_lo, (1.0 - c_t).astype(np.float32), c_t.astype(np.float32))
+
+
+#: Per output column: the left node index and the two float32 weights of the bilinear blend.
+ColumnWeights = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _apply_columns(blended: np.ndarray, weights: ColumnWeights) -> np.ndarray:
+    """Column blend of row-blended nodes: ``b[:, lo] * w_lo + b[:, lo + 1] * w_hi`` (float32).
+
+    Not a matmul with a dense weight matrix: BLAS's sgemm rounds differently by matrix size and CPU
+    (OpenBLAS's AMD Zen kernels), so a window would not equal the same pixels of the full raster. Two
+    IEEE multiplies and one add per pixel give the same value for any window, size or CPU.
+    """
+    lo, w_lo, w_hi = weights
+    out = blended[:, lo] * w_lo
+    out += blended[:, lo + 1] * w_hi
+    return out
 
 
 def interpolate_grid(
@@ -152,8 +165,8 @@ def interpolate_grid(
     """
     rows, cols = _check(out_shape, res_m, step_m)
     g = fill_nan_nearest(grid)
-    (blended,), wcol = _separable([g], (rows, cols), res_m, step_m, row_off, col_off)
-    return np.matmul(blended, wcol)
+    (blended,), weights = _separable([g], (rows, cols), res_m, step_m, row_off, col_off)
+    return _apply_columns(blended, weights)
 
 
 def interpolate_azimuth_grid(
@@ -180,14 +193,14 @@ def interpolate_azimuth_grid(
     """
     rows, cols = _check(out_shape, res_m, step_m)
     rad = np.radians(fill_nan_nearest(grid))
-    (b_sin, b_cos), wcol = _separable(
+    (b_sin, b_cos), weights = _separable(
         [np.sin(rad), np.cos(rad)], (rows, cols), res_m, step_m, row_off, col_off
     )
     out = np.empty((rows, cols), dtype=np.float32)
     for r0 in range(0, rows, _ROW_BLOCK):
         r1 = min(r0 + _ROW_BLOCK, rows)
-        s = b_sin[r0:r1] @ wcol
-        c = b_cos[r0:r1] @ wcol
+        s = _apply_columns(b_sin[r0:r1], weights)
+        c = _apply_columns(b_cos[r0:r1], weights)
         az = np.arctan2(s, c)
         az *= np.float32(180.0 / np.pi)
         np.add(az, np.float32(360.0), out=az, where=az < 0)

@@ -578,12 +578,32 @@ def _compute_flat(
     return lai, flags
 
 
+def _dot_rows(w: np.ndarray, x: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> None:
+    """``out[j] = sum_i w[j, i] * x[i]`` in float32, one elementwise multiply and add per term, in i order.
+
+    Not ``w @ x``: BLAS's sgemm picks kernels by matrix size and CPU (OpenBLAS on AMD Zen rounds the edge
+    columns of a block differently), so a pixel's value would depend on the chunk it falls in. Separate
+    IEEE multiplies and adds give every pixel the same value whatever the chunking, window or CPU, at
+    ~3.5x sgemm's time for this 5 x 11 layer (~40 ms per million pixels).
+    """
+    for j in range(w.shape[0]):
+        np.multiply(x[0], w[j, 0], out=out[j])
+        for i in range(1, w.shape[1]):
+            np.multiply(x[i], w[j, i], out=tmp)
+            out[j] += tmp
+
+
 def _fast_output(x: np.ndarray, fast: _Fast) -> np.ndarray:
     """Raw network output (float64) from centred float32 inputs (11, n)."""
-    h = fast.w1 @ x
+    n = x.shape[1]
+    tmp = np.empty(n, dtype=np.float32)
+    h = np.empty((fast.w1.shape[0], n), dtype=np.float32)
+    _dot_rows(fast.w1, x, h, tmp)
     h += fast.b1
     np.tanh(h, out=h)
-    y = (fast.w2 @ h).astype(np.float64)
+    y32 = np.empty((1, n), dtype=np.float32)
+    _dot_rows(fast.w2.reshape(1, -1), h, y32, tmp)
+    y = y32[0].astype(np.float64)
     y += fast.b2
     y *= fast.out_scale
     y += fast.out_bias
