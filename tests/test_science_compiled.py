@@ -143,3 +143,48 @@ def test_cache_key_names_model_toolchain_and_cpu(model: cm.S2CloudlessModel, tmp
     assert path.name.endswith("-x86-64-v2.o") and "lleaves" in path.name and "llvmlite" in path.name
     monkeypatch.setenv("RAW2READY_LLVM_CPU", "x86-64")
     assert _compiled.compiled_path(model.path) != path
+
+
+# ------------------------------------------------------------------ adversarial probability fields
+_CLEAR = np.array([0.03, 0.04, 0.03, 0.08, 0.35, 0.38, 0.12, 0.002, 0.18, 0.09], np.float32)  # vegetation
+_CLOUD = np.array([0.45, 0.46, 0.47, 0.48, 0.52, 0.52, 0.30, 0.02, 0.40, 0.30], np.float32)  # thick cloud
+
+
+@pytest.fixture(scope="module")
+def alpha_at_threshold(model: cm.S2CloudlessModel) -> float:
+    """Blend weight of cloud in clear whose s2cloudless probability is the 0.4 threshold (bisection)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        p = model.lightgbm_proba(((1 - mid) * _CLEAR + mid * _CLOUD)[None].astype(np.float32))[0]
+        lo, hi = (mid, hi) if p < 0.4 else (lo, mid)
+    return (lo + hi) / 2
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pattern=st.sampled_from(["checkerboard", "thin_lines", "noise", "ramp"]),
+       res=st.sampled_from([60, 160]), size=st.integers(24, 72), spread=st.floats(0.0, 0.05),
+       seed=st.integers(0, 2**16))
+def test_adversarial_fields_give_the_exact_modes_mask(model: cm.S2CloudlessModel, alpha_at_threshold: float,
+                                                      pattern: str, res: int, size: int, spread: float,
+                                                      seed: int) -> None:
+    """Fields whose probabilities sit on the threshold at the averaging scale: fast mask == exact mask."""
+    params = cm.params_for_resolution(res)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    period = max(params.average_over, 1)
+    if pattern == "checkerboard":  # cloud/clear squares as wide as the averaging disk
+        sign = np.where(((yy // period) + (xx // period)) % 2 == 0, 1.0, -1.0)
+    elif pattern == "thin_lines":  # one-pixel cloud lines every few pixels
+        sign = np.where(xx % 3 == 0, 1.0, -1.0)
+    elif pattern == "ramp":  # a slow gradient through the threshold
+        sign = (xx / max(size - 1, 1)) * 2 - 1
+    else:
+        sign = rng.uniform(-1, 1, size=(size, size))
+    alpha = np.clip(alpha_at_threshold + spread * sign + rng.normal(0, 1e-4, size=(size, size)), 0, 1)
+    toa = ((1 - alpha)[..., None] * _CLEAR + alpha[..., None] * _CLOUD).astype(np.float32)
+    fast = cm.cloud_mask(model, toa, params=params, mode="fast")
+    exact = cm.cloud_mask(model, toa, params=params, mode="exact")
+    assert fast.engine == "compiled" and exact.engine == "lightgbm"
+    assert np.array_equal(fast.probability, exact.probability)
+    assert np.array_equal(fast.mask, exact.mask)
