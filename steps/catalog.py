@@ -300,9 +300,29 @@ def _collection(items: list[dict[str, Any]], links: list[dict[str, str]]) -> dic
         ],
         "extent": {"spatial": {"bbox": [bbox]}, "temporal": {"interval": [interval]}},
         "item_assets": _item_assets(),
+        **({"assets": _timeseries_assets(items)} if items else {}),
         "links": [*links, {"rel": "license", "href": "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice",
                            "type": "text/html", "title": "Copernicus Sentinel data terms"}],
     }
+
+
+def _timeseries_assets(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The collection-level asset describing the time-series store (:mod:`steps.cube`), derived from the
+    COGs listed here and kept in step with them by every catalog rebuild (unless ``RAW2READY_CUBE=false``)."""
+    tiles = sorted({str(it["properties"].get("grid:code", "")).removeprefix("MGRS-") for it in items} - {""})
+    return {"timeseries": {
+        "href": "../cube/",
+        "type": "application/vnd+zarr",
+        "roles": ["data", "timeseries"],
+        "title": "NDVI, LAI, LAI flags and cloud mask time series per MGRS tile (Zarr v3, sharded)",
+        "description": (
+            "Derived from this collection's COGs, which stay the product of record. Per tile: "
+            "cube/<tile>/manifest.json names the write-once Zarr v3 groups (segments) holding the stored "
+            "integers of each date, arrays (time, y, x) on the product's native grid, chunks of all the "
+            "segment's dates x 32 x 32 pixels (zstd + crc32c) in shards of 512 x 512 pixels, with the item "
+            "id and asset checksums of every date. Rebuild with `raw2ready cube rebuild`."),
+        "raw2ready:tiles": tiles,
+    }}
 
 
 def _item_assets() -> dict[str, Any]:
@@ -331,6 +351,9 @@ def _index(items: list[dict[str, Any]]) -> dict[str, Any]:
             # pixels and size requests without opening any COG.
             "grids": {k: {"shape": a["proj:shape"], "transform": a["proj:transform"][:6]}
                       for k, a in sorted(it["assets"].items()) if "proj:shape" in a and "proj:transform" in a},
+            # file:checksum per asset: the time-series store (steps.cube) copies a date only with the
+            # checksums it was copied from, so a reader can tell a current copy from a stale one
+            "checksums": {k: a["file:checksum"] for k, a in sorted(it["assets"].items()) if "file:checksum" in a},
         })
     return {"type": "raw2ready-index", "version": 1, "collection": COLLECTION_ID, "items": rows}
 

@@ -258,11 +258,107 @@ def catalog() -> None:
 def catalog_rebuild(out: str) -> None:
     """Rebuild the whole catalog tree and index from the item sidecars in storage."""
     from steps.catalog import rebuild_catalog
+    from steps.settings import get_settings
+    from steps.stac import sync_cube
     from steps.storage import open_storage
 
-    res = rebuild_catalog(open_storage(out))
+    storage = open_storage(out)
+    res = rebuild_catalog(storage)
     click.echo(f"{res.items} items, {res.skipped} skipped scenes; {res.written} files written, "
                f"{res.unchanged} unchanged, {res.removed} stale removed")
+    if get_settings().cube:
+        sync_cube(storage)
+
+
+@main.group()
+def cube() -> None:
+    """The time-series store (cube/<tile>: Zarr v3, chunks long in time) that EDR point and area series read.
+
+    \b
+    Derived from the COGs and the catalog index (the product of record); every catalog rebuild keeps it in
+    step (RAW2READY_CUBE=false turns that off). One writer per tile (a lock file, or a lease object on S3).
+    """
+
+
+def _cube_storage(out: str) -> Any:
+    from steps.storage import open_storage
+
+    storage = open_storage(out)
+    if not storage.exists("raw2ready-s2-vegetation/index.json"):
+        raise InvalidInputError(f"no catalog index below {out} (run `raw2ready catalog rebuild` first)")
+    return storage
+
+
+_TILES = click.option("--tile", "tiles", multiple=True, help="Only this MGRS tile (repeatable; default: all).")
+
+
+@cube.command("sync")
+@click.option("--out", required=True, help="Output root holding the products and catalog (directory or s3://…).")
+@_TILES
+@click.option("--compact", is_flag=True, help="Also merge each tile's segments into one.")
+def cube_sync(out: str, tiles: tuple[str, ...], compact: bool) -> None:
+    """Add the catalog's dates the store lacks (a new segment per tile), merge segments, drop stale dates."""
+    from steps.cube import sync
+
+    for r in sync(_cube_storage(out), list(tiles) or None, compact=compact, progress=_cube_progress):
+        _cube_line(r)
+
+
+@cube.command("rebuild")
+@click.option("--out", required=True, help="Output root holding the products and catalog (directory or s3://…).")
+@_TILES
+def cube_rebuild(out: str, tiles: tuple[str, ...]) -> None:
+    """Delete each tile's store and write it again from the COGs and the catalog alone."""
+    from steps.cube import rebuild
+
+    for r in rebuild(_cube_storage(out), list(tiles) or None, progress=_cube_progress):
+        _cube_line(r)
+
+
+@cube.command("status")
+@click.option("--out", required=True, help="Output root (directory or s3://…).")
+def cube_status(out: str) -> None:
+    """Per tile: dates held, segments, generation and time range."""
+    from steps.cube import describe
+    from steps.storage import open_storage
+
+    rows = describe(open_storage(out))
+    if not rows:
+        click.echo("no time-series store (run `raw2ready cube sync`)")
+    for d in rows:
+        click.echo(f"{d['tile']}: {d['dates']} dates in {d['segments']} segment(s), generation {d['generation']}, "
+                   f"{d['first']} .. {d['last']}")
+
+
+@cube.command("audit")
+@click.option("--out", required=True, help="Output root holding the products and catalog (directory or s3://…).")
+@click.option("--deep", is_flag=True, help="Also decode every chunk (zstd + crc32c) and check none is missing.")
+def cube_audit(out: str, deep: bool) -> None:
+    """Compare the store with the catalog; exit 4 when it lacks dates, holds stale ones or is damaged."""
+    from steps.audit_cli import EXIT_INCOMPLETE
+    from steps.cube import audit
+
+    bad = 0
+    for a in audit(_cube_storage(out), deep=deep):
+        state = "ok" if a.ok else "NEEDS SYNC" if not a.broken else "BROKEN"
+        click.echo(f"{a.tile}: {state}")
+        for what in ("missing", "stale", "extra", "broken"):
+            for v in getattr(a, what):
+                click.echo(f"  {what}: {v}")
+        bad += not a.ok
+    if bad:
+        click.echo(f"{bad} tile(s) need `raw2ready cube sync` (broken: `raw2ready cube rebuild --tile T`)", err=True)
+        sys.exit(EXIT_INCOMPLETE)
+
+
+def _cube_progress(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _cube_line(r: Any) -> None:
+    extra = f"; COG-only (other grid or missing products): {', '.join(r.skipped_items)}" if r.skipped_items else ""
+    click.echo(f"{r.tile}: +{r.added} dates, {r.merged} segments merged, {r.orphans_removed} unreferenced "
+               f"removed; {r.dates} dates in {r.segments} segment(s){extra}")
 
 
 # ------------------------------------------------------------------------------ generated step commands

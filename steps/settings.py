@@ -124,6 +124,8 @@ class Settings(BaseSettings):
         "fast", description="s2cloudless evaluator: 'fast' (compiled model, proven same mask) or 'exact' "
                             "(LightGBM's predictor, no compile step, 5-6x slower)")
     work_prefix: str = Field("work", description="folder under --out for intermediate step outputs")
+    cube: bool = Field(True, description="keep the time-series store (cube/<tile>) in step with the catalog "
+                                         "after each catalog rebuild")
 
     # Defaults for work orders that do not name them
     source: str | None = Field(None, description="default STAC source for work orders (catalog or API URL)")

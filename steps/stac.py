@@ -229,7 +229,29 @@ def run_catalog(inputs: CatalogInputs, settings: Settings) -> CatalogOutputs:
     """Rebuild the year/quarter/month tree and the index from the sidecars in storage."""
     storage = open_storage(inputs.out, settings)
     res = rebuild_catalog(storage)
+    if settings.cube:
+        sync_cube(storage)
     return CatalogOutputs(catalog=storage.url("catalog.json"), items=res.items, skipped=res.skipped, status="done")
+
+
+def sync_cube(storage: Any) -> None:
+    """Bring the time-series store in line with the index just written (:func:`steps.cube.sync`).
+
+    The store is derived from the COGs and the catalog, which stay the product of record: a failure here is
+    logged, never fails the catalog (``raw2ready cube audit`` reports what the store lacks, ``cube sync`` or
+    the next catalog rebuild adds it). A held lock (another writer) is a transient error and retried.
+    """
+    from steps.cube import sync
+
+    try:
+        for r in sync(storage):
+            if r.added or r.merged or r.orphans_removed:
+                log.info("cube %s: +%d dates, %d segments merged, %d held in %d segments", r.tile, r.added,
+                         r.merged, r.dates, r.segments)
+    except TransientError:
+        raise
+    except Exception:
+        log.exception("time-series store sync failed; the catalog is complete (run `raw2ready cube sync`)")
 
 
 CATALOG = Step(

@@ -47,6 +47,35 @@ def upload_tree(local: Path, bucket: str, prefix: str) -> None:
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
-    """Every file below ``root`` (relative path → bytes)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file below ``root`` (relative path → bytes), with the time-series store (``cube/``) by content.
+
+    The store's files depend on its history (segment names, how dates were grouped into segments); what must
+    match between two trees is what it holds: ``cube/<tile>/<item>/<product>`` → the asset checksum it was
+    copied from and the stored array of that date (read with zarr).
+    """
+    out = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+           if p.is_file() and not p.relative_to(root).as_posix().startswith("cube/")}
+    return {**out, **store_contents(root)}
+
+
+def store_contents(root: Path) -> dict[str, bytes]:
+    """``cube/<tile>/<item>/<product>`` → checksum + stored values of that date, for every date held."""
+    import hashlib
+    import json
+
+    import numpy as np
+    import zarr
+    import zarr.storage
+
+    out: dict[str, bytes] = {}
+    for man_path in sorted(root.glob("cube/*/manifest.json")):
+        man = json.loads(man_path.read_text())
+        for seg in man["segments"]:
+            store = zarr.storage.LocalStore(man_path.parent / "segments" / seg["name"], read_only=True)
+            for key in man["grids"]:
+                data = np.asarray(zarr.open_array(store, path=key, mode="r")[:])
+                for t, e in enumerate(seg["entries"]):
+                    digest = hashlib.sha256(np.ascontiguousarray(data[t]).tobytes()).hexdigest()
+                    out[f"cube/{man['tile']}/{e['item']}/{key}"] = f"{e['checksums'][key]} {digest}".encode()
+    return out
 

@@ -18,7 +18,8 @@ It also answers ``/collections/<id>/instances[/…]`` of those collections with 
 returns an exception object) or accept any instance identifier. Defining ``instances`` on the provider
 instead would advertise an ``instances`` query.
 
-Everything else (queries, HTML, OpenAPI) passes through untouched.
+Everything else (queries, HTML, OpenAPI) passes through untouched. In front of all this sits the web viewer
+(:mod:`steps.edr.viewer`: ``/viewer…``, and a link to it on the landing page).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class EDRDocumentFixups:
 
 
 def create_app() -> WSGIApp:
-    """pygeoapi's Flask app (configured from ``PYGEOAPI_CONFIG``/``PYGEOAPI_OPENAPI``) with the fix-ups."""
+    """pygeoapi's Flask app (configured from ``PYGEOAPI_CONFIG``/``PYGEOAPI_OPENAPI``) with the fix-ups and viewer."""
     from pygeoapi.flask_app import APP, CONFIG
 
     catalogs = {}
@@ -147,7 +148,9 @@ def create_app() -> WSGIApp:
         for prov in res.get("providers") or []:
             if prov.get("name") == PROVIDER_NAME:
                 catalogs[cid] = str(prov["data"])
-    return EDRDocumentFixups(APP.wsgi_app, catalogs)
+    from steps.edr.viewer import mount_viewer
+
+    return mount_viewer(EDRDocumentFixups(APP.wsgi_app, catalogs), catalogs, CONFIG)
 
 
 # built at import only when pygeoapi has a configuration to load (gunicorn under `raw2ready serve`)

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
               help="COG read threads per worker process.")
 @click.option("--pixel-budget", default=4_000_000, show_default=True, type=click.IntRange(1),
               help="Largest request in values (pixels × time steps × parameters); larger ones get 400.")
+@click.option("--cube/--no-cube", default=True, show_default=True,
+              help="Answer multi-date queries from the time-series store (cube/<tile>, see `raw2ready cube`) "
+                   "for the dates it holds; --no-cube reads every date from the COGs.")
 @click.option("--url", default=None, help="Public base URL (default http://HOST:PORT).")
 @click.option("--config-out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory for pygeoapi-config.yml and pygeoapi-openapi.yml (default: a temporary one).")
@@ -39,7 +42,7 @@ log = logging.getLogger(__name__)
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="pygeoapi/gunicorn log level.")
 def serve(catalog: str, host: str, port: int, workers: int, threads: int, read_workers: int, pixel_budget: int,
-          url: str | None, config_out: Path | None, write_config_only: bool, log_level: str) -> None:
+          cube: bool, url: str | None, config_out: Path | None, write_config_only: bool, log_level: str) -> None:
     """Serve NDVI and LAI over OGC API-EDR (pygeoapi + gunicorn) straight from the catalog's COGs.
 
     \b
@@ -56,7 +59,7 @@ def serve(catalog: str, host: str, port: int, workers: int, threads: int, read_w
     except FileNotFoundError as exc:
         raise InvalidInputError(f"no catalog index below {catalog} (run `raw2ready catalog rebuild` first)") from exc
     opts = ServeOptions(catalog=catalog, host=host, port=port, url=url, pixel_budget=pixel_budget,
-                        read_workers=read_workers, log_level=log_level)
+                        read_workers=read_workers, cube=cube, log_level=log_level)
     out = config_out or Path(tempfile.mkdtemp(prefix="raw2ready-edr-"))
     cfg_path, oas_path = write_config(opts, index, out)
     click.echo(f"pygeoapi configuration: {cfg_path}")

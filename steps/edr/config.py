@@ -51,6 +51,8 @@ class ServeOptions:
     url: str | None = None
     pixel_budget: int = DEFAULT_PIXEL_BUDGET
     read_workers: int = DEFAULT_READ_WORKERS
+    #: answer multi-date queries from the time-series store (steps.cube) where it holds the dates
+    cube: bool = True
     log_level: str = "WARNING"
 
     @property
@@ -77,7 +79,7 @@ def build_config(opts: ServeOptions, index: CatalogIndex) -> dict[str, Any]:
                 "name": PROVIDER_NAME,
                 "data": opts.catalog,
                 "options": {"collection": cid, "pixel_budget": int(opts.pixel_budget),
-                            "read_workers": int(opts.read_workers)},
+                            "read_workers": int(opts.read_workers), "cube": bool(opts.cube)},
                 "format": {"name": "CoverageJSON", "mimetype": "application/vnd.cov+json"},
             }],
         }

@@ -68,6 +68,8 @@ class IndexItem:
     bbox: tuple[float, float, float, float]
     assets: dict[str, str]
     grids: dict[str, RasterGrid]
+    #: ``file:checksum`` per asset (the time-series store serves a date only with these checksums)
+    checksums: dict[str, str] = field(default_factory=dict)
 
     @property
     def acquisition(self) -> tuple[str, str]:
@@ -109,7 +111,8 @@ class CatalogIndex:
                     id=str(row["id"]), datetime=parse_datetime(row["datetime"]), tile=str(row.get("tile") or ""),
                     platform=str(row.get("platform") or ""), epsg=epsg,
                     bbox=(float(row["bbox"][0]), float(row["bbox"][1]), float(row["bbox"][2]), float(row["bbox"][3])),
-                    assets=dict(row.get("assets") or {}), grids=grids))
+                    assets=dict(row.get("assets") or {}), grids=grids,
+                    checksums={str(k): str(v) for k, v in (row.get("checksums") or {}).items()}))
             except (KeyError, ValueError, TypeError, IndexError) as exc:
                 log.warning("index row %r skipped: %s", row.get("id") if isinstance(row, dict) else row, exc)
         items.sort(key=lambda it: (it.datetime, it.tile, it.id))

@@ -44,6 +44,7 @@ import logging
 import math
 import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,8 @@ COLLECTIONS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_PIXEL_BUDGET = 4_000_000
 DEFAULT_READ_WORKERS = 8
+#: a window wanted for at least this many dates of one tile is read from the time-series store
+DEFAULT_CUBE_MIN_DATES = 2
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 UCUM = "http://www.opengis.net/def/uom/UCUM/"
 _UNITS: dict[str, tuple[str, str]] = {  # product key -> (UCUM symbol, label)
@@ -85,6 +88,23 @@ _UNITS: dict[str, tuple[str, str]] = {  # product key -> (UCUM symbol, label)
 }
 RADIUS_UNITS = {"m": 1.0, "km": 1000.0, "mi": 1609.344}
 _MAX_WKT = 100_000
+
+
+_CUBE_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edr-cube")
+_SEGMENT_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edr-cube-seg")
+_READERS: dict[str, Any] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def cube_reader(catalog: str, storage: Any) -> Any:
+    """The process-wide :class:`steps.cube.CubeReader` of one output root (manifests cached in it)."""
+    from steps.cube import CubeReader
+
+    with _READERS_LOCK:
+        reader = _READERS.get(catalog)
+        if reader is None:
+            reader = _READERS[catalog] = CubeReader(storage)
+        return reader
 
 
 class ProviderUnavailableError(ProviderGenericError):
@@ -365,6 +385,8 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
         self.param_keys = COLLECTIONS[self.collection]
         self.pixel_budget = int(opts.get("pixel_budget", DEFAULT_PIXEL_BUDGET))
         self.read_workers = int(opts.get("read_workers", DEFAULT_READ_WORKERS))
+        self.use_cube = bool(opts.get("cube", True))
+        self.cube_min_dates = int(opts.get("cube_min_dates", DEFAULT_CUBE_MIN_DATES))
         interval = opts.get("index_check_interval_s")
         self.index_check_interval_s = None if interval is None else float(interval)
         self._fields = self.get_fields()
@@ -521,16 +543,66 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
             raise _bad(f"request too large: {what} = {n_values} values, above this server's pixel budget of "
                        f"{self.pixel_budget}; narrow the area, the datetime interval or the parameter-name list")
 
-    def _read(self, storage: Any, reqs: list[WindowRead]) -> list[np.ndarray]:
-        try:
-            return read_windows(reqs, workers=self.read_workers, remote=isinstance(storage, S3Storage))
-        except Exception as exc:
-            import rasterio.errors
+    def _read(self, storage: Any, reqs: list[WindowRead], tags: list[tuple[IndexItem, str]]) -> list[np.ndarray]:
+        """Stored values of every window of ``reqs`` (``tags``: the item and product of each), in order.
 
-            if isinstance(exc, rasterio.errors.RasterioIOError):
-                log.error("COG read failed: %s", exc)
-                raise ProviderUnavailableError(f"reading a product failed: {exc}") from exc
-            raise
+        Windows wanted for ``cube_min_dates`` or more dates of one tile (same product, same pixels) come from
+        the time-series store for the dates it holds with the catalog's checksums; everything else, and
+        everything the store fails to answer, from the COGs. Both hold the same stored integers.
+        """
+        out: list[np.ndarray | None] = [None] * len(reqs)
+        from_cogs = list(range(len(reqs)))
+        if self.use_cube and len(reqs) >= self.cube_min_dates:
+            from_cogs = self._read_store(storage, reqs, tags, out)
+        if from_cogs:
+            try:
+                arrays = read_windows([reqs[i] for i in from_cogs], workers=self.read_workers,
+                                      remote=isinstance(storage, S3Storage))
+            except Exception as exc:
+                import rasterio.errors
+
+                if isinstance(exc, rasterio.errors.RasterioIOError):
+                    log.error("COG read failed: %s", exc)
+                    raise ProviderUnavailableError(f"reading a product failed: {exc}") from exc
+                raise
+            for i, a in zip(from_cogs, arrays, strict=True):
+                out[i] = a
+        return out  # type: ignore[return-value]
+
+    def _read_store(self, storage: Any, reqs: list[WindowRead], tags: list[tuple[IndexItem, str]],
+                    out: list[np.ndarray | None]) -> list[int]:
+        """Fill ``out`` from the store where it can; returns the indices left for the COGs."""
+        groups: dict[tuple[str, str, int, int, int, int], list[int]] = defaultdict(list)
+        for i, (r, (item, key)) in enumerate(zip(reqs, tags, strict=True)):
+            groups[(item.tile, key, r.row0, r.col0, r.height, r.width)].append(i)
+        rest: list[int] = []
+        jobs = []
+        reader = cube_reader(self.catalog, storage)
+        for (tile, key, r0, c0, h, w), idxs in groups.items():
+            if len(idxs) < self.cube_min_dates:
+                rest += idxs
+                continue
+            try:
+                where = reader.held(tile, {tags[i][0].id: tags[i][0].checksums for i in idxs}, key)
+            except Exception as exc:  # an unreadable manifest is the store's problem, not the query's
+                log.warning("time-series store of %s unavailable (%s): reading the COGs", tile, exc)
+                where = {}
+            rest += [i for i in idxs if tags[i][0].id not in where]
+            held = [i for i in idxs if tags[i][0].id in where]
+            if held:
+                jobs.append((tile, key, held, _CUBE_POOL.submit(reader.read, tile, key, where, r0, c0, h, w,
+                                                                 _SEGMENT_POOL)))
+        for tile, _key, held, fut in jobs:
+            try:
+                blocks = fut.result()
+            except Exception as exc:  # CubeError (segment replaced or missing), storage errors
+                log.warning("time-series store of %s could not answer (%s): reading the COGs", tile, exc)
+                reader.refresh(tile)
+                rest += held
+                continue
+            for i in held:
+                out[i] = blocks[tags[i][0].id]
+        return sorted(rest)
 
     def _position(self, index: CatalogIndex, storage: Any, shape: QueryShape, trange: TimeRange,
                   params: list[str]) -> dict[str, Any]:
@@ -545,6 +617,7 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
             raise ProviderNoDataError(user_msg="no acquisition covers this point in the requested time range")
         self._budget(len(chosen) * len(params), f"{len(chosen)} time steps × {len(params)} parameters")
         reqs: list[WindowRead] = []
+        tags: list[tuple[IndexItem, str]] = []
         slots: list[tuple[int, str] | None] = []
         for ti, (item, (x, y)) in enumerate(chosen):
             for k in params:
@@ -553,8 +626,9 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                     slots.append(None)
                     continue
                 reqs.append(WindowRead(storage.url(item.assets[k]), rc[0], rc[1], 1, 1))
+                tags.append((item, k))
                 slots.append((ti, k))
-        arrays = iter(self._read(storage, reqs))
+        arrays = iter(self._read(storage, reqs, tags))
         values: dict[str, list[Any]] = {k: [None] * len(chosen) for k in params}
         for slot in slots:
             if slot is None:
@@ -618,6 +692,7 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
 
         plans = []  # per group: (items, grid, win, xs, ys, inside, per-param sampling)
         reqs: list[WindowRead] = []
+        tags: list[tuple[IndexItem, str]] = []
         for (_epsg, _t, _w, _h, win), members in sorted(groups.items(), key=lambda kv: kv[1][0][0].datetime):
             grid = self._primary(members[0][0], params)
             assert grid is not None
@@ -652,8 +727,9 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                     w = win if s is None else s[0]
                     slots[(ti, k)] = len(reqs)
                     reqs.append(WindowRead(storage.url(item.assets[k]), w.row0, w.col0, w.height, w.width))
+                    tags.append((item, k))
             plans.append((members, grid, win, xs, ys, inside, samplers, slots))
-        arrays = self._read(storage, reqs)
+        arrays = self._read(storage, reqs, tags)
 
         coverages = []
         for members, _grid, win, xs, ys, inside, samplers, slots in plans:

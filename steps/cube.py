@@ -1,0 +1,735 @@
+"""The time-series store: per tile, the catalog's NDVI, LAI, LAI flags and cloud mask as Zarr v3 arrays
+chunked long in time and small in space, so that one pixel's whole history is one range read.
+
+Why it exists
+    A 4-year point series read from the per-scene COGs costs one block decode and one range request *per
+    date* (≈ 290 requests and ≈ 80 MB for one clicked pixel at full size). The store answers the same
+    question with one inner chunk per array. COGs + STAC stay the product of record; the store is derived
+    from them, described in the collection (asset ``timeseries``), and can always be rebuilt from them.
+
+Layout (below the output root, local directory or ``s3://bucket/prefix``)::
+
+    cube/<tile>/manifest.json            the commit point: grids and segments, with item ids, datetimes
+                                         and the asset checksums each date was copied from
+    cube/<tile>/segments/<name>/         one Zarr v3 group per segment, write-once:
+        ndvi/ lai/ lai_flags/ cloud_mask/    arrays (time, y, x) on the product's native grid, stored
+                                             values (the COGs' integers, scale/offset/nodata in attributes)
+    cube/<tile>/.lock                    the tile's writer lock (local file systems; S3: a lease object)
+
+Chunking: a segment of ``n`` dates has inner chunks of ``n × 32 × 32`` pixels (zstd, crc32c) gathered in
+shards of ``n × 512 × 512`` (one object each, index at the end). A position read of one array is therefore
+one shard-index read plus one chunk read per segment.
+
+Appending without rewriting: each sync writes the dates the catalog has and the store lacks as a new
+segment, then merges the newest segments while the older one is not larger than the newer one (a binary
+counter). Each date is rewritten at most log2(N) times and a tile has at most log2(N)+1 segments;
+``compact`` merges everything into one (``raw2ready cube rebuild`` writes one from scratch). Merges stream
+shard by shard, so memory stays at one shard column (``n × 512 × 512`` values) whatever the tile size.
+
+Consistency: one writer per tile, under the tile lock (``fcntl`` on local disk, released by the kernel if
+the writer dies; on S3 a lease object created with ``If-None-Match: *`` that expires after
+``LOCK_TTL_S``). Segments are complete before the manifest names them, and the manifest is replaced
+atomically, so a killed writer leaves at most an unreferenced segment, removed by the next sync. Segments
+a manifest stops naming are deleted one generation later, and every array's fill value is a sentinel no
+product uses, so a reader that raced with a deletion sees the sentinel (never a silent no-data) and
+falls back to the COGs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from steps.catalog import INDEX_KEY, dumps
+from steps.errors import TransientError
+from steps.products import BY_KEY
+from steps.storage import LocalStorage, S3Storage
+
+log = logging.getLogger(__name__)
+
+Store = LocalStorage | S3Storage
+
+CUBE_PREFIX = "cube"
+FORMAT = "raw2ready-cube/1"
+#: the products the store holds (every one of them must be in an item for it to enter the store)
+CUBE_KEYS: tuple[str, ...] = ("ndvi", "lai", "lai_flags", "cloud_mask")
+CHUNK_PX = 32
+SHARD_PX = 512
+ZSTD_LEVEL = 3
+#: fill value of every array: a value no product writes (NDVI/LAI are scaled to ±10000/≤ 15000 with −32768
+#: as no data; flags and classes are < 32 with 255 as no data), so an absent chunk is never mistaken for data
+SENTINEL: dict[str, int] = {"int16": -32767, "uint8": 254}
+LOCK_TTL_S = 900.0
+LOCK_WAIT_S = 600.0
+
+
+class CubeError(RuntimeError):
+    """The store cannot answer (absent, stale or mid-rewrite): read the COGs instead."""
+
+
+# ----------------------------------------------------------------------------------------------- keys
+def tile_prefix(tile: str) -> str:
+    """Key prefix of one tile's store."""
+    return f"{CUBE_PREFIX}/{tile}"
+
+
+def manifest_key(tile: str) -> str:
+    """Key of one tile's manifest (the commit point)."""
+    return f"{tile_prefix(tile)}/manifest.json"
+
+
+def segment_prefix(tile: str, name: str) -> str:
+    """Key prefix of one segment's Zarr group."""
+    return f"{tile_prefix(tile)}/segments/{name}"
+
+
+# ------------------------------------------------------------------------------------------- manifest
+@dataclass(frozen=True)
+class Entry:
+    """One date of a segment: the item it was copied from and that item's asset checksums."""
+
+    item: str
+    datetime: str
+    checksums: dict[str, str]
+
+
+@dataclass
+class Segment:
+    """A write-once Zarr group holding ``len(entries)`` dates (time axis in entry order)."""
+
+    name: str
+    entries: list[Entry]
+
+
+@dataclass
+class Manifest:
+    """A tile's store: grids (per product, ``shape`` [rows, cols] and ``transform``), EPSG and segments."""
+
+    tile: str
+    epsg: str
+    grids: dict[str, dict[str, list[Any]]]
+    generation: int = 0
+    segments: list[Segment] = field(default_factory=list)
+    #: segments dropped by the previous commit, deleted by the next one (readers may still hold them)
+    retired: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest document."""
+        return {
+            "type": FORMAT, "tile": self.tile, "proj:code": self.epsg, "generation": self.generation,
+            "chunk_px": CHUNK_PX, "shard_px": SHARD_PX, "grids": self.grids,
+            "segments": [{"name": s.name, "dates": len(s.entries),
+                          "entries": [{"item": e.item, "datetime": e.datetime, "checksums": e.checksums}
+                                      for e in s.entries]} for s in self.segments],
+            "retired": self.retired,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Manifest:
+        """Parse a manifest; ``CubeError`` on another format."""
+        if doc.get("type") != FORMAT:
+            raise CubeError(f"not a {FORMAT} manifest: type {doc.get('type')!r}")
+        segs = [Segment(str(s["name"]), [Entry(str(e["item"]), str(e["datetime"]), dict(e["checksums"]))
+                                         for e in s["entries"]]) for s in doc["segments"]]
+        return cls(tile=str(doc["tile"]), epsg=str(doc["proj:code"]), grids=dict(doc["grids"]),
+                   generation=int(doc["generation"]), segments=segs, retired=list(doc.get("retired") or []))
+
+    def lookup(self) -> dict[str, tuple[int, int, Entry]]:
+        """Item id → (segment index, time index, entry); a later segment supersedes an earlier one."""
+        out: dict[str, tuple[int, int, Entry]] = {}
+        for si, seg in enumerate(self.segments):
+            for ti, e in enumerate(seg.entries):
+                out[e.item] = (si, ti, e)
+        return out
+
+    @property
+    def dates(self) -> int:
+        """Distinct items held."""
+        return len(self.lookup())
+
+
+def load_manifest(storage: Store, tile: str) -> Manifest | None:
+    """The tile's manifest, or None when the tile has no store yet."""
+    try:
+        return Manifest.from_json(json.loads(storage.read_bytes(manifest_key(tile))))
+    except FileNotFoundError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------- zarr access
+def zarr_store(storage: Store, prefix: str, *, read_only: bool = False) -> Any:
+    """A Zarr store rooted at ``prefix`` of ``storage``.
+
+    Local disk: ``zarr.storage.LocalStore``. S3: ``zarr.storage.ObjectStore`` over obstore's ``S3Store``,
+    configured from the same ``RAW2READY_S3_*`` settings as boto3 and GDAL. obstore (Rust, async) is
+    chosen over fsspec/s3fs because it issues concurrent range requests without a Python event loop per
+    request, and over boto3 because Zarr needs an async store.
+    """
+    import zarr.storage
+
+    if isinstance(storage, LocalStorage):
+        return zarr.storage.LocalStore(storage.root / prefix, read_only=read_only)
+    from obstore.store import S3Store
+
+    cfg = storage.cfg
+    kwargs: dict[str, Any] = {"region": cfg.region,
+                              "virtual_hosted_style_request": cfg.addressing_style == "virtual"}
+    if cfg.endpoint_url:
+        kwargs["endpoint"] = cfg.endpoint_url
+        kwargs["client_options"] = {"allow_http": cfg.endpoint_url.startswith("http://")}
+    if cfg.has_keys:
+        kwargs["access_key_id"] = cfg.access_key_id
+        kwargs["secret_access_key"] = cfg.secret_access_key
+    if cfg.unsigned:
+        kwargs["skip_signature"] = True
+    if cfg.requester_pays:
+        kwargs["request_payer"] = True
+    s3 = S3Store(storage.bucket, prefix=f"{storage.prefix}/{prefix}".strip("/"), **kwargs)
+    return zarr.storage.ObjectStore(s3, read_only=read_only)
+
+
+def _create_arrays(storage: Store, tile: str, name: str, epsg: str, grids: dict[str, dict[str, list[Any]]],
+                   n: int) -> dict[str, Any]:
+    import zarr
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    group = zarr.open_group(zarr_store(storage, segment_prefix(tile, name)), mode="w", zarr_format=3)
+    arrays = {}
+    for key in CUBE_KEYS:
+        p = BY_KEY[key]
+        rows, cols = (int(v) for v in grids[key]["shape"])
+        arrays[key] = group.create_array(
+            key, shape=(n, rows, cols), dtype=p.dtype, chunks=(n, CHUNK_PX, CHUNK_PX),
+            shards=(n, SHARD_PX, SHARD_PX), compressors=[ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()],
+            fill_value=SENTINEL[p.dtype], dimension_names=("time", "y", "x"),
+            attributes={"scale": p.scale, "offset": p.offset, "nodata": p.nodata, "title": p.title,
+                        "proj:code": epsg, "proj:transform": grids[key]["transform"]},
+        )
+    return arrays
+
+
+def open_segment_array(storage: Store, tile: str, name: str, key: str) -> Any:
+    """One array of one segment, read-only."""
+    import zarr
+
+    return zarr.open_array(zarr_store(storage, segment_prefix(tile, name), read_only=True), path=key, mode="r")
+
+
+# -------------------------------------------------------------------------------------------- writing
+@dataclass(frozen=True)
+class IndexRow:
+    """The parts of a catalog index row the store needs."""
+
+    id: str
+    datetime: str
+    tile: str
+    epsg: str
+    assets: dict[str, str]
+    grids: dict[str, dict[str, list[Any]]]
+    checksums: dict[str, str]
+
+
+def index_rows(storage: Store) -> list[IndexRow]:
+    """The catalog index's rows (``FileNotFoundError`` when there is no catalog)."""
+    doc = json.loads(storage.read_bytes(INDEX_KEY))
+    rows = []
+    for r in doc.get("items", []):
+        rows.append(IndexRow(id=str(r["id"]), datetime=str(r["datetime"]),
+                             tile=str(r.get("tile") or ""), epsg=str(r.get("epsg") or ""),
+                             assets=dict(r.get("assets") or {}), grids=dict(r.get("grids") or {}),
+                             checksums=dict(r.get("checksums") or {})))
+    return rows
+
+
+def _grids_of(row: IndexRow) -> dict[str, dict[str, list[Any]]]:
+    return {k: {"shape": [int(v) for v in row.grids[k]["shape"]],
+                "transform": [float(v) for v in row.grids[k]["transform"][:6]]} for k in CUBE_KEYS}
+
+
+def eligible(row: IndexRow) -> bool:
+    """Whether an item can enter the store: every store product present, with grid and checksum."""
+    return all(k in row.assets and k in row.grids and k in row.checksums for k in CUBE_KEYS)
+
+
+#: a source of dates for a new segment: (number of dates, reader(key, row0, col0, h, w) → (n, h, w) array)
+Source = tuple[int, Callable[[str, int, int, int, int], np.ndarray]]
+
+
+@contextlib.contextmanager
+def _cog_source(storage: Store, rows: Sequence[IndexRow]) -> Iterator[Source]:
+    """COG windows of ``rows`` (every product asset of each item opened once)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from steps.storage import gdal_env
+
+    env = gdal_env(side="output") if isinstance(storage, S3Storage) else contextlib.nullcontext()
+    with env, contextlib.ExitStack() as stack:
+        handles = {(r.id, k): stack.enter_context(rasterio.open(storage.url(r.assets[k])))
+                   for r in rows for k in CUBE_KEYS}
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)))
+        locks = {hk: threading.Lock() for hk in handles}
+
+        def read_one(hk: tuple[str, str], win: Window) -> np.ndarray:
+            with locks[hk]:  # a rasterio dataset is not safe to read from two threads at once
+                return handles[hk].read(1, window=win)
+
+        def read(key: str, r0: int, c0: int, h: int, w: int) -> np.ndarray:
+            win = Window(c0, r0, w, h)
+            return np.stack(list(pool.map(lambda r: read_one((r.id, key), win), rows)))
+
+        yield len(rows), read
+
+
+def _segment_source(storage: Store, tile: str, seg: Segment, keep: list[int]) -> Source:
+    arrays = {k: open_segment_array(storage, tile, seg.name, k) for k in CUBE_KEYS}
+    sel = np.asarray(keep, dtype=np.int64)
+    whole = len(keep) == len(seg.entries)
+
+    def read(key: str, r0: int, c0: int, h: int, w: int) -> np.ndarray:
+        block = np.asarray(arrays[key][:, r0:r0 + h, c0:c0 + w])
+        if (block == SENTINEL[block.dtype.name]).any():
+            raise CubeError(f"segment {seg.name} of {tile}: {key} has missing chunks")
+        return block if whole else block[sel]
+
+    return len(keep), read
+
+
+def _write_segment(storage: Store, tile: str, epsg: str, grids: dict[str, dict[str, list[Any]]], entries: list[Entry],
+                   sources: Sequence[Source], progress: Callable[[str], None] | None = None) -> Segment:
+    """Write a new segment whose time axis is the concatenation of ``sources`` (in order), shard by shard."""
+    n = sum(s[0] for s in sources)
+    assert n == len(entries), (n, len(entries))
+    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    arrays = _create_arrays(storage, tile, name, epsg, grids, n)
+    for key in CUBE_KEYS:
+        rows, cols = (int(v) for v in grids[key]["shape"])
+        arr = arrays[key]
+        for r0 in range(0, rows, SHARD_PX):
+            h = min(SHARD_PX, rows - r0)
+            for c0 in range(0, cols, SHARD_PX):
+                w = min(SHARD_PX, cols - c0)
+                parts = [read(key, r0, c0, h, w) for _n, read in sources]
+                arr[:, r0:r0 + h, c0:c0 + w] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if progress:
+            progress(f"{tile}: segment {name} {key} written ({n} dates)")
+    return Segment(name, entries)
+
+
+def _commit(storage: Store, man: Manifest, dropped: list[str]) -> None:
+    """Replace the manifest (atomically); delete the segments retired one commit ago."""
+    old_retired = list(man.retired)
+    man.generation += 1
+    man.retired = sorted(dropped)
+    storage.write_bytes(manifest_key(man.tile), dumps(man.to_json()))
+    for name in old_retired:
+        _delete_segment(storage, man.tile, name)
+
+
+def _delete_segment(storage: Store, tile: str, name: str) -> None:
+    prefix = segment_prefix(tile, name)
+    # metadata first, so that a reader opening the segment mid-deletion fails to open it
+    for key in CUBE_KEYS:
+        storage.delete(f"{prefix}/{key}/zarr.json")
+    storage.delete(f"{prefix}/zarr.json")
+    if isinstance(storage, LocalStorage):
+        storage.delete_prefix(prefix)
+    else:
+        for k in list(storage.list(prefix + "/")):
+            storage.delete(k)
+
+
+def _orphans(storage: Store, man: Manifest) -> list[str]:
+    """Segments in storage that the manifest neither names nor retires (left by a killed writer)."""
+    named = {s.name for s in man.segments} | set(man.retired)
+    base = f"{tile_prefix(man.tile)}/segments/"
+    seen = set()
+    for key in storage.list(base):
+        seen.add(key[len(base):].split("/", 1)[0])
+    return sorted(seen - named)
+
+
+@dataclass
+class SyncResult:
+    """What one tile's sync did."""
+
+    tile: str
+    added: int = 0
+    merged: int = 0
+    segments: int = 0
+    dates: int = 0
+    orphans_removed: int = 0
+    skipped_items: list[str] = field(default_factory=list)
+
+
+def _merge(storage: Store, man: Manifest, first: int, live: dict[str, IndexRow],
+           progress: Callable[[str], None] | None) -> list[str]:
+    """Merge segments ``first:`` into one, dropping dates superseded later or no longer in the catalog.
+    Returns the names of the segments it replaced."""
+    segs = man.segments[first:]
+    last_seen: dict[str, tuple[int, int]] = {}
+    for si, seg in enumerate(segs):
+        for ti, e in enumerate(seg.entries):
+            last_seen[e.item] = (si, ti)
+    entries: list[Entry] = []
+    sources: list[Source] = []
+    for si, seg in enumerate(segs):
+        keep = [ti for ti, e in enumerate(seg.entries)
+                if last_seen[e.item] == (si, ti) and e.item in live and live[e.item].checksums == e.checksums]
+        if keep:
+            sources.append(_segment_source(storage, man.tile, seg, keep))
+            entries.extend(seg.entries[ti] for ti in keep)
+    replaced = [s.name for s in segs]
+    if entries:
+        new = _write_segment(storage, man.tile, man.epsg, man.grids, entries, sources, progress)
+        man.segments[first:] = [new]
+    else:
+        man.segments[first:] = []
+    return replaced
+
+
+def sync_tile(storage: Store, tile: str, rows: Sequence[IndexRow], *, compact: bool = False,
+              progress: Callable[[str], None] | None = None) -> SyncResult:
+    """Bring one tile's store in line with the catalog rows of that tile (under the tile lock).
+
+    Adds the items the store lacks (or holds with other checksums) as one new segment, then merges as
+    described in the module docstring (everything when ``compact``). Items without every store product, or
+    on another grid than the store's, stay COG-only and are listed in ``skipped_items``.
+    """
+    res = SyncResult(tile)
+    with tile_lock(storage, tile):
+        man = load_manifest(storage, tile)
+        ok_rows = [r for r in rows if eligible(r)]
+        res.skipped_items = sorted(r.id for r in rows if not eligible(r))
+        if man is None:
+            if not ok_rows:
+                return res
+            first = min(ok_rows, key=lambda r: (r.datetime, r.id))
+            man = Manifest(tile=tile, epsg=first.epsg, grids=_grids_of(first))
+        else:
+            for name in _orphans(storage, man):
+                log.info("cube %s: removing unreferenced segment %s (a writer stopped before committing)",
+                         tile, name)
+                _delete_segment(storage, tile, name)
+                res.orphans_removed += 1
+        same_grid = [r for r in ok_rows if r.epsg == man.epsg and _grids_of(r) == man.grids]
+        res.skipped_items += sorted(r.id for r in ok_rows if r not in same_grid)
+        live = {r.id: r for r in same_grid}
+        held = {item: e for item, (_s, _t, e) in man.lookup().items()}
+        new_rows = sorted((r for r in same_grid if r.id not in held or held[r.id].checksums != r.checksums),
+                          key=lambda r: (r.datetime, r.id))
+        if new_rows:
+            with _cog_source(storage, new_rows) as src:
+                seg = _write_segment(storage, tile, man.epsg, man.grids,
+                                     [Entry(r.id, r.datetime, {k: r.checksums[k] for k in CUBE_KEYS})
+                                      for r in new_rows], [src], progress)
+            man.segments.append(seg)
+            _commit(storage, man, [])
+            res.added = len(new_rows)
+        stale = set(held) - set(live)
+        dropped: list[str] = []
+        if compact or stale:
+            if len(man.segments) > 1 or stale or (man.segments and _has_superseded(man)):
+                dropped += _merge(storage, man, 0, live, progress)
+                res.merged += len(dropped)
+        else:
+            while len(man.segments) >= 2 and len(man.segments[-2].entries) <= len(man.segments[-1].entries):
+                dropped += _merge(storage, man, len(man.segments) - 2, live, progress)
+                res.merged += 2
+        if dropped or (not new_rows and man.retired):
+            _commit(storage, man, dropped)
+        elif not new_rows and load_manifest(storage, tile) is None:
+            _commit(storage, man, [])
+        res.segments = len(man.segments)
+        res.dates = man.dates
+    log.info("cube %s: %d dates added, %d segments merged, %d segments, %d dates held", tile, res.added,
+             res.merged, res.segments, res.dates)
+    return res
+
+
+def _has_superseded(man: Manifest) -> bool:
+    return sum(len(s.entries) for s in man.segments) != man.dates
+
+
+def sync(storage: Store, tiles: Sequence[str] | None = None, *, compact: bool = False,
+         progress: Callable[[str], None] | None = None) -> list[SyncResult]:
+    """Sync every tile of the catalog (or ``tiles``) with the store; see :func:`sync_tile`."""
+    rows = index_rows(storage)
+    by_tile: dict[str, list[IndexRow]] = {}
+    for r in rows:
+        by_tile.setdefault(r.tile, []).append(r)
+    wanted = sorted(by_tile) if tiles is None else list(tiles)
+    return [sync_tile(storage, t, by_tile.get(t, []), compact=compact, progress=progress) for t in wanted]
+
+
+def rebuild(storage: Store, tiles: Sequence[str] | None = None,
+            progress: Callable[[str], None] | None = None) -> list[SyncResult]:
+    """Delete the store of each tile and write it again from the COGs as one segment."""
+    rows = index_rows(storage)
+    tiles = sorted({r.tile for r in rows}) if tiles is None else list(tiles)
+    for t in tiles:
+        with tile_lock(storage, t):
+            man = load_manifest(storage, t)
+            storage.delete(manifest_key(t))
+            if man is not None:
+                for name in [s.name for s in man.segments] + man.retired:
+                    _delete_segment(storage, t, name)
+            if isinstance(storage, LocalStorage):
+                storage.delete_prefix(f"{tile_prefix(t)}/segments")
+            else:
+                for k in list(storage.list(f"{tile_prefix(t)}/segments/")):
+                    storage.delete(k)
+    return sync(storage, tiles, compact=True, progress=progress)
+
+
+# -------------------------------------------------------------------------------------------- auditing
+@dataclass
+class CubeAudit:
+    """Findings of :func:`audit_tile` (empty lists: the store matches the catalog)."""
+
+    tile: str
+    missing: list[str] = field(default_factory=list)  # catalog items the store lacks
+    stale: list[str] = field(default_factory=list)  # held with other checksums than the catalog's
+    extra: list[str] = field(default_factory=list)  # held but no longer in the catalog
+    broken: list[str] = field(default_factory=list)  # segment problems (unreadable, missing chunks)
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing needs doing."""
+        return not (self.missing or self.stale or self.extra or self.broken)
+
+
+def audit_tile(storage: Store, tile: str, rows: Sequence[IndexRow], *, deep: bool = False) -> CubeAudit:
+    """Compare a tile's store with the catalog rows; ``deep`` also decodes every chunk of every segment
+    (zstd + crc32c) and checks that none is missing."""
+    out = CubeAudit(tile)
+    man = load_manifest(storage, tile)
+    live = {r.id: r for r in rows if eligible(r)}
+    held = {} if man is None else {i: e for i, (_s, _t, e) in man.lookup().items()}
+    for i, r in sorted(live.items()):
+        if i not in held:
+            out.missing.append(i)
+        elif held[i].checksums != {k: r.checksums[k] for k in CUBE_KEYS}:
+            out.stale.append(i)
+    out.extra = sorted(set(held) - set(live))
+    if man is not None and deep:
+        for seg in man.segments:
+            for key in CUBE_KEYS:
+                try:
+                    arr = open_segment_array(storage, tile, seg.name, key)
+                    for r0 in range(0, arr.shape[1], SHARD_PX):
+                        block = np.asarray(arr[:, r0:r0 + SHARD_PX, :])
+                        if (block == SENTINEL[block.dtype.name]).any():
+                            raise CubeError("missing chunks")
+                except Exception as exc:  # any failure to decode is a finding, not a crash
+                    out.broken.append(f"{seg.name}/{key}: {type(exc).__name__}: {exc}")
+    return out
+
+
+def audit(storage: Store, *, deep: bool = False) -> list[CubeAudit]:
+    """Audit every tile of the catalog plus every tile that has a store."""
+    rows = index_rows(storage)
+    by_tile: dict[str, list[IndexRow]] = {}
+    for r in rows:
+        by_tile.setdefault(r.tile, []).append(r)
+    tiles = set(by_tile)
+    for key in storage.list(f"{CUBE_PREFIX}/"):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == "manifest.json":
+            tiles.add(parts[1])
+    return [audit_tile(storage, t, by_tile.get(t, []), deep=deep) for t in sorted(tiles)]
+
+
+# ---------------------------------------------------------------------------------------------- locking
+@contextlib.contextmanager
+def tile_lock(storage: Store, tile: str, *, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Exclusive writer lock of one tile's store.
+
+    Local disk: ``fcntl.flock`` on ``cube/<tile>/.lock`` (released by the kernel when the holder dies).
+    S3: a lease object ``cube/<tile>/.lock`` created with ``If-None-Match: *``, holding its expiry; an
+    expired lease (its writer died) is taken over. Waiting longer than ``wait_s`` raises ``TransientError``
+    (exit 75: retried later).
+    """
+    if isinstance(storage, LocalStorage):
+        import fcntl
+
+        path = storage.root / tile_prefix(tile) / ".lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+") as f:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TransientError(f"cube {tile}: lock held by another writer for {wait_s:.0f} s") from None
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return
+    with _s3_lease(storage, tile, wait_s):
+        yield
+
+
+@contextlib.contextmanager
+def _s3_lease(storage: S3Storage, tile: str, wait_s: float) -> Iterator[None]:
+    from botocore.exceptions import ClientError
+
+    key = storage._key(f"{tile_prefix(tile)}/.lock")
+    owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait_s
+    delay = 0.2
+    while True:
+        body = json.dumps({"owner": owner, "expires": time.time() + LOCK_TTL_S}).encode()
+        try:
+            storage.client.put_object(Bucket=storage.bucket, Key=key, Body=body, IfNoneMatch="*")
+            break
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                raise
+        try:
+            head = storage.client.get_object(Bucket=storage.bucket, Key=key)
+            lease = json.loads(head["Body"].read())
+            if float(lease.get("expires", 0)) < time.time():
+                log.warning("cube %s: taking over the expired lock of %s", tile, lease.get("owner"))
+                storage.client.delete_object(Bucket=storage.bucket, Key=key, IfMatch=head["ETag"])
+                continue
+        except ClientError:
+            continue  # released meanwhile
+        if time.monotonic() > deadline:
+            raise TransientError(f"cube {tile}: lock held by another writer for {wait_s:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ClientError):
+            storage.client.delete_object(Bucket=storage.bucket, Key=key)
+
+
+# --------------------------------------------------------------------------------------------- reading
+@dataclass
+class _Cached:
+    manifest: Manifest | None
+    stamp: Any
+    checked: float
+    lookup: dict[str, tuple[int, int, Entry]]
+    arrays: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+
+class CubeReader:
+    """Reads pixel series of one output root's stores; manifests cached per tile and re-checked at most
+    every ``check_interval_s`` (S3; local manifests are re-``stat``-ed on every call)."""
+
+    def __init__(self, storage: Store, check_interval_s: float = 5.0) -> None:
+        self.storage = storage
+        self.check_interval_s = check_interval_s
+        self._tiles: dict[str, _Cached] = {}
+        self._lock = threading.Lock()
+
+    def _stamp(self, tile: str) -> Any:
+        key = manifest_key(tile)
+        if isinstance(self.storage, LocalStorage):
+            try:
+                st = (self.storage.root / key).stat()
+            except FileNotFoundError:
+                return None
+            return st.st_mtime_ns, st.st_size
+        return None
+
+    def _state(self, tile: str, force: bool = False) -> _Cached:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._tiles.get(tile)
+        if cached is not None and not force:
+            if isinstance(self.storage, LocalStorage):
+                if self._stamp(tile) == cached.stamp:
+                    return cached
+            elif now - cached.checked < self.check_interval_s:
+                return cached
+        stamp = self._stamp(tile)
+        man = load_manifest(self.storage, tile)
+        state = _Cached(man, stamp, now, {} if man is None else man.lookup())
+        if cached is not None and man is not None and cached.manifest is not None:
+            keep = {s.name for s in man.segments}
+            state.arrays = {k: v for k, v in cached.arrays.items() if k[0] in keep}
+        with self._lock:
+            self._tiles[tile] = state
+        return state
+
+    def _array(self, state: _Cached, tile: str, seg: str, key: str) -> Any:
+        arr = state.arrays.get((seg, key))
+        if arr is None:
+            arr = open_segment_array(self.storage, tile, seg, key)
+            state.arrays[(seg, key)] = arr
+        return arr
+
+    def held(self, tile: str, items: dict[str, dict[str, str]], key: str) -> dict[str, tuple[int, int]]:
+        """Of ``items`` (id → asset checksums from the catalog), those the store holds for ``key`` with the
+        same checksum: id → (segment index, time index)."""
+        state = self._state(tile)
+        out = {}
+        for item, sums in items.items():
+            hit = state.lookup.get(item)
+            if hit is not None and key in sums and hit[2].checksums.get(key) == sums[key]:
+                out[item] = (hit[0], hit[1])
+        return out
+
+    def read(self, tile: str, key: str, where: dict[str, tuple[int, int]], row0: int, col0: int, height: int,
+             width: int, pool: ThreadPoolExecutor | None = None) -> dict[str, np.ndarray]:
+        """Windows (height × width, stored values) of the items in ``where`` (from :meth:`held`), one read
+        per segment involved (in parallel on ``pool``). ``CubeError`` when a segment vanished or a chunk
+        is missing (the caller reads the COGs instead)."""
+        state = self._state(tile)
+        if state.manifest is None:
+            raise CubeError(f"no store for tile {tile}")
+        segs = sorted({si for si, _ti in where.values()})
+
+        def one(si: int) -> np.ndarray:
+            name = state.manifest.segments[si].name  # type: ignore[union-attr]
+            try:
+                arr = self._array(state, tile, name, key)
+                block = np.asarray(arr[:, row0:row0 + height, col0:col0 + width])
+            except Exception as exc:
+                raise CubeError(f"cube {tile} segment {name}: {type(exc).__name__}: {exc}") from exc
+            if (block == SENTINEL[block.dtype.name]).any():
+                raise CubeError(f"cube {tile} segment {name}: {key} chunk missing")
+            return block
+
+        blocks = dict(zip(segs, pool.map(one, segs) if pool and len(segs) > 1 else map(one, segs), strict=True))
+        return {item: blocks[si][ti] for item, (si, ti) in where.items()}
+
+    def refresh(self, tile: str) -> None:
+        """Forget the cached manifest of ``tile`` (after a failed read)."""
+        self._state(tile, force=True)
+
+
+def describe(storage: Store) -> list[dict[str, Any]]:
+    """Per tile with a store: tile, generation, segments, dates and time range (for ``cube status``)."""
+    out = []
+    for key in storage.list(f"{CUBE_PREFIX}/"):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == "manifest.json":
+            man = load_manifest(storage, parts[1])
+            if man is None:
+                continue
+            dts = sorted(e.datetime for _s, _t, e in man.lookup().values())
+            out.append({"tile": man.tile, "generation": man.generation, "segments": len(man.segments),
+                        "dates": len(dts), "first": dts[0] if dts else None, "last": dts[-1] if dts else None})
+    return out
+
