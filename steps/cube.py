@@ -70,6 +70,8 @@ ZSTD_LEVEL = 3
 #: fill value of every array: a value no product writes (NDVI/LAI are scaled to ±10000/≤ 15000 with −32768
 #: as no data; flags and classes are < 32 with 255 as no data), so an absent chunk is never mistaken for data
 SENTINEL: dict[str, int] = {"int16": -32767, "uint8": 254}
+#: dates copied from the COGs into one new segment at most (one open file per date while copying)
+SYNC_BATCH = 128
 LOCK_TTL_S = 900.0
 LOCK_WAIT_S = 600.0
 
@@ -268,28 +270,38 @@ Source = tuple[int, Callable[[str, int, int, int, int], np.ndarray]]
 
 @contextlib.contextmanager
 def _cog_source(storage: Store, rows: Sequence[IndexRow]) -> Iterator[Source]:
-    """COG windows of ``rows`` (every product asset of each item opened once)."""
+    """COG windows of ``rows``; the COGs of one product are open at a time (``_write_segment`` goes product
+    by product), so a batch of ``SYNC_BATCH`` dates holds at most that many open files."""
     import rasterio
     from rasterio.windows import Window
 
     from steps.storage import gdal_env
 
     env = gdal_env(side="output") if isinstance(storage, S3Storage) else contextlib.nullcontext()
-    with env, contextlib.ExitStack() as stack:
-        handles = {(r.id, k): stack.enter_context(rasterio.open(storage.url(r.assets[k])))
-                   for r in rows for k in CUBE_KEYS}
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)))
-        locks = {hk: threading.Lock() for hk in handles}
+    with env, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        current: dict[str, Any] = {"key": None, "handles": []}
 
-        def read_one(hk: tuple[str, str], win: Window) -> np.ndarray:
-            with locks[hk]:  # a rasterio dataset is not safe to read from two threads at once
-                return handles[hk].read(1, window=win)
+        def close() -> None:
+            for ds in current["handles"]:
+                ds.close()
+            current["handles"] = []
+
+        def read_one(ds: Any, win: Window) -> np.ndarray:
+            return np.asarray(ds.read(1, window=win))
 
         def read(key: str, r0: int, c0: int, h: int, w: int) -> np.ndarray:
+            if current["key"] != key:
+                close()
+                current["handles"] = [rasterio.open(storage.url(r.assets[key])) for r in rows]
+                current["key"] = key
             win = Window(c0, r0, w, h)
-            return np.stack(list(pool.map(lambda r: read_one((r.id, key), win), rows)))
+            # each dataset is read by one thread at a time: one task per dataset
+            return np.stack(list(pool.map(lambda ds: read_one(ds, win), current["handles"])))
 
-        yield len(rows), read
+        try:
+            yield len(rows), read
+        finally:
+            close()
 
 
 def _segment_source(storage: Store, tile: str, seg: Segment, keep: list[int]) -> Source:
@@ -386,7 +398,7 @@ def _merge(storage: Store, man: Manifest, first: int, live: dict[str, IndexRow],
     sources: list[Source] = []
     for si, seg in enumerate(segs):
         keep = [ti for ti, e in enumerate(seg.entries)
-                if last_seen[e.item] == (si, ti) and e.item in live and live[e.item].checksums == e.checksums]
+                if last_seen[e.item] == (si, ti) and e.item in live and _sums(live[e.item]) == e.checksums]
         if keep:
             sources.append(_segment_source(storage, man.tile, seg, keep))
             entries.extend(seg.entries[ti] for ti in keep)
@@ -427,26 +439,26 @@ def sync_tile(storage: Store, tile: str, rows: Sequence[IndexRow], *, compact: b
         res.skipped_items += sorted(r.id for r in ok_rows if r not in same_grid)
         live = {r.id: r for r in same_grid}
         held = {item: e for item, (_s, _t, e) in man.lookup().items()}
-        new_rows = sorted((r for r in same_grid if r.id not in held or held[r.id].checksums != r.checksums),
+        new_rows = sorted((r for r in same_grid if r.id not in held or held[r.id].checksums != _sums(r)),
                           key=lambda r: (r.datetime, r.id))
-        if new_rows:
-            with _cog_source(storage, new_rows) as src:
-                seg = _write_segment(storage, tile, man.epsg, man.grids,
-                                     [Entry(r.id, r.datetime, {k: r.checksums[k] for k in CUBE_KEYS})
-                                      for r in new_rows], [src], progress)
-            man.segments.append(seg)
-            _commit(storage, man, [])
-            res.added = len(new_rows)
-        stale = set(held) - set(live)
         dropped: list[str] = []
-        if compact or stale:
-            if len(man.segments) > 1 or stale or (man.segments and _has_superseded(man)):
-                dropped += _merge(storage, man, 0, live, progress)
-                res.merged += len(dropped)
-        else:
-            while len(man.segments) >= 2 and len(man.segments[-2].entries) <= len(man.segments[-1].entries):
-                dropped += _merge(storage, man, len(man.segments) - 2, live, progress)
-                res.merged += 2
+        for b0 in range(0, len(new_rows), SYNC_BATCH):
+            batch = new_rows[b0:b0 + SYNC_BATCH]
+            with _cog_source(storage, batch) as src:
+                seg = _write_segment(storage, tile, man.epsg, man.grids,
+                                     [Entry(r.id, r.datetime, _sums(r)) for r in batch], [src], progress)
+            man.segments.append(seg)
+            _commit(storage, man, dropped)
+            dropped = []
+            res.added += len(batch)
+            if not compact:  # binary counter: merge while the older segment is not larger than the newer
+                while len(man.segments) >= 2 and len(man.segments[-2].entries) <= len(man.segments[-1].entries):
+                    dropped += _merge(storage, man, len(man.segments) - 2, live, progress)
+                    res.merged += 2
+        stale = set(held) - set(live)
+        if (compact and (len(man.segments) > 1 or _has_superseded(man))) or stale:
+            dropped += _merge(storage, man, 0, live, progress)
+            res.merged += len(dropped)
         if dropped or (not new_rows and man.retired):
             _commit(storage, man, dropped)
         elif not new_rows and load_manifest(storage, tile) is None:
@@ -456,6 +468,11 @@ def sync_tile(storage: Store, tile: str, rows: Sequence[IndexRow], *, compact: b
     log.info("cube %s: %d dates added, %d segments merged, %d segments, %d dates held", tile, res.added,
              res.merged, res.segments, res.dates)
     return res
+
+
+def _sums(row: IndexRow) -> dict[str, str]:
+    """The checksums of the products the store holds (other assets of the item do not matter here)."""
+    return {k: row.checksums[k] for k in CUBE_KEYS}
 
 
 def _has_superseded(man: Manifest) -> bool:

@@ -158,6 +158,31 @@ def test_appending_dates_writes_new_segments_and_never_rewrites_old_ones(process
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
+def test_a_long_history_is_copied_in_batches_that_the_binary_counter_merges(
+        processed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import steps.cube as cube
+    from steps.storage import open_storage
+
+    root = _copy(processed, tmp_path, with_cube=False)
+    monkeypatch.setattr(cube, "SYNC_BATCH", 2)  # ≤ 2 COGs open per product while copying
+    opened: list[int] = []
+    real_source = cube._cog_source
+
+    def counting(storage: Any, rows: Any) -> Any:
+        opened.append(len(rows))
+        return real_source(storage, rows)
+
+    monkeypatch.setattr(cube, "_cog_source", counting)
+    results = cube.sync(open_storage(str(root)))
+    n = {t: len(rows) for t, rows in _by_tile(root).items()}
+    assert max(opened) == 2 and sum(opened) == sum(n.values())
+    for r in results:  # 5 dates: [2] + [2] → [4], + [1] → [4, 1]
+        sizes = [s["dates"] for s in _manifest(root, r.tile)["segments"]]
+        assert sum(sizes) == n[r.tile] and sizes == sorted(sizes, reverse=True), sizes
+        assert all(a > b for a, b in zip(sizes, sizes[1:], strict=False)), sizes
+    _assert_store_equals_cogs(root)
+
+
 def test_a_republished_scene_is_stale_until_synced_and_a_removed_one_is_dropped(processed: Path,
                                                                                 tmp_path: Path) -> None:
     root = _copy(processed, tmp_path)
