@@ -182,6 +182,11 @@ def zarr_store(storage: Store, prefix: str, *, read_only: bool = False) -> Any:
 
     if isinstance(storage, LocalStorage):
         return zarr.storage.LocalStore(storage.root / prefix, read_only=read_only)
+    return zarr.storage.ObjectStore(_obstore(storage, prefix), read_only=read_only)
+
+
+def _obstore(storage: S3Storage, prefix: str) -> Any:
+    """obstore's ``S3Store`` rooted at ``prefix`` of ``storage`` (the ``RAW2READY_S3_*`` output settings)."""
     from obstore.store import S3Store
 
     cfg = storage.cfg
@@ -197,8 +202,7 @@ def zarr_store(storage: Store, prefix: str, *, read_only: bool = False) -> Any:
         kwargs["skip_signature"] = True
     if cfg.requester_pays:
         kwargs["request_payer"] = True
-    s3 = S3Store(storage.bucket, prefix=f"{storage.prefix}/{prefix}".strip("/"), **kwargs)
-    return zarr.storage.ObjectStore(s3, read_only=read_only)
+    return S3Store(storage.bucket, prefix=f"{storage.prefix}/{prefix}".strip("/"), **kwargs)
 
 
 def _create_arrays(storage: Store, tile: str, name: str, epsg: str, grids: dict[str, dict[str, list[Any]]],
@@ -639,6 +643,163 @@ def _s3_lease(storage: S3Storage, tile: str, wait_s: float) -> Iterator[None]:
             storage.client.delete_object(Bucket=storage.bucket, Key=key)
 
 
+# ------------------------------------------------------------------------------------ direct chunk reads
+_INDEX_ENTRY = np.dtype([("offset", "<u8"), ("nbytes", "<u8")])
+_EMPTY = np.uint64(2**64 - 1)
+_INDEX_CACHE = 8192  # shard indexes kept per reader (4 KiB each at 16 × 16 chunks per shard)
+
+
+class _Bytes:
+    """Byte ranges of the files of one segment: ``pread`` on local disk, obstore range requests on S3."""
+
+    def __init__(self, storage: Store, prefix: str) -> None:
+        self.local = storage.root / prefix if isinstance(storage, LocalStorage) else None
+        self.remote: Any = None if isinstance(storage, LocalStorage) else _obstore(storage, prefix)
+
+    def whole(self, path: str) -> bytes:
+        if self.local is not None:
+            return (self.local / path).read_bytes()
+        import obstore
+
+        return bytes(obstore.get(self.remote, path).bytes())
+
+    def tail(self, path: str, n: int) -> bytes:
+        if self.local is not None:
+            with (self.local / path).open("rb") as f:
+                f.seek(-n, os.SEEK_END)
+                return f.read(n)
+        import obstore
+
+        return bytes(obstore.get(self.remote, path, options={"range": {"suffix": n}}).bytes())
+
+    def range(self, path: str, start: int, length: int) -> bytes:
+        if self.local is not None:
+            fd = os.open(self.local / path, os.O_RDONLY)
+            try:
+                return os.pread(fd, length, start)
+            finally:
+                os.close(fd)
+        import obstore
+
+        return bytes(obstore.get_range(self.remote, path, start=start, length=length))
+
+
+class DirectArray:
+    """One array of a segment read chunk by chunk straight from its shard files, without zarr's machinery.
+
+    Only the layout :func:`_create_arrays` writes is accepted (regular grid, default ``/`` chunk keys, one
+    ``sharding_indexed`` codec with inner ``bytes`` (little endian) → ``zstd`` → ``crc32c`` and index ``bytes``
+    → ``crc32c`` at the end of the shard); :meth:`open` returns None for anything else and the caller uses
+    zarr. Shard indexes are cached, so a warm read is one range request per chunk. Every chunk's and index's
+    crc32c is checked; a mismatch or a chunk never written raises :class:`CubeError`.
+    """
+
+    def __init__(self, src: _Bytes, key: str, meta: dict[str, Any]) -> None:
+        from numcodecs import Zstd
+
+        self.src, self.key = src, key
+        self.shape = tuple(int(v) for v in meta["shape"])
+        self.dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+        conf = meta["codecs"][0]["configuration"]
+        self.shard = tuple(int(v) for v in meta["chunk_grid"]["configuration"]["chunk_shape"])
+        self.chunk = tuple(int(v) for v in conf["chunk_shape"])
+        self.per_shard = tuple(s // c for s, c in zip(self.shard, self.chunk, strict=True))
+        self.index_bytes = int(np.prod(self.per_shard)) * _INDEX_ENTRY.itemsize + 4
+        self._zstd = Zstd()
+        self._indexes: dict[tuple[int, int], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, src: _Bytes, key: str) -> DirectArray | None:
+        """The array ``key`` of a segment, or None when its layout is not the one described above."""
+        meta = json.loads(src.whole(f"{key}/zarr.json"))
+        try:
+            (codec,) = meta["codecs"]
+            conf = codec["configuration"]
+            ok = (codec["name"] == "sharding_indexed" and meta["chunk_grid"]["name"] == "regular"
+                  and meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
+                  and [c["name"] for c in conf["codecs"]] == ["bytes", "zstd", "crc32c"]
+                  and conf["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
+                  and [c["name"] for c in conf["index_codecs"]] == ["bytes", "crc32c"]
+                  and conf["index_codecs"][0].get("configuration", {}).get("endian") == "little"
+                  and conf.get("index_location", "end") == "end" and len(meta["shape"]) == 3
+                  and int(meta["shape"][0]) == int(conf["chunk_shape"][0])
+                  == int(meta["chunk_grid"]["configuration"]["chunk_shape"][0]))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        return cls(src, key, meta) if ok else None
+
+    @staticmethod
+    def _checked(data: bytes, what: str) -> bytes:
+        import google_crc32c
+
+        if len(data) < 4 or google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:], "little"):
+            raise CubeError(f"{what}: crc32c mismatch (damaged; run `raw2ready cube audit --deep`)")
+        return data[:-4]
+
+    def _index(self, sy: int, sx: int) -> np.ndarray:
+        with self._lock:
+            idx = self._indexes.get((sy, sx))
+        if idx is not None:
+            return idx
+        path = f"{self.key}/c/0/{sy}/{sx}"
+        try:
+            raw = self.src.tail(path, self.index_bytes)
+        except (FileNotFoundError, OSError) as exc:
+            raise CubeError(f"{path}: shard missing ({exc})") from exc
+        idx = np.frombuffer(self._checked(raw, f"{path} index"), dtype=_INDEX_ENTRY).reshape(self.per_shard[1:])
+        with self._lock:
+            if len(self._indexes) >= _INDEX_CACHE:
+                self._indexes.pop(next(iter(self._indexes)))
+            self._indexes[(sy, sx)] = idx
+        return idx
+
+    def _chunk(self, cy: int, cx: int) -> np.ndarray:
+        py, px = self.per_shard[1], self.per_shard[2]
+        sy, sx = cy // py, cx // px
+        entry = self._index(sy, sx)[cy % py, cx % px]
+        path = f"{self.key}/c/0/{sy}/{sx}"
+        if entry["offset"] == _EMPTY and entry["nbytes"] == _EMPTY:
+            raise CubeError(f"{path}: chunk ({cy}, {cx}) was never written")
+        data = self._checked(self.src.range(path, int(entry["offset"]), int(entry["nbytes"])),
+                             f"{path} chunk ({cy}, {cx})")
+        raw = self._zstd.decode(data)
+        return np.frombuffer(raw, dtype=self.dtype).reshape(self.chunk)
+
+    def read(self, r0: int, c0: int, h: int, w: int) -> np.ndarray:
+        """Stored values of rows ``r0:r0+h`` × cols ``c0:c0+w``, every date: shape (dates, h, w); clipped
+        to the array like a numpy slice."""
+        h, w = max(0, min(h, self.shape[1] - r0)), max(0, min(w, self.shape[2] - c0))
+        ch, cw = self.chunk[1], self.chunk[2]
+        out = np.empty((self.shape[0], h, w), dtype=self.dtype.newbyteorder("="))
+        if h == 0 or w == 0:
+            return out
+        for cy in range(r0 // ch, (r0 + h - 1) // ch + 1):
+            for cx in range(c0 // cw, (c0 + w - 1) // cw + 1):
+                block = self._chunk(cy, cx)
+                y0, y1 = max(r0, cy * ch), min(r0 + h, (cy + 1) * ch)
+                x0, x1 = max(c0, cx * cw), min(c0 + w, (cx + 1) * cw)
+                out[:, y0 - r0:y1 - r0, x0 - c0:x1 - c0] = block[:, y0 - cy * ch:y1 - cy * ch,
+                                                                 x0 - cx * cw:x1 - cx * cw]
+        return out
+
+
+class _ZarrArray:
+    """The same ``read`` as :class:`DirectArray`, through zarr (any layout zarr reads)."""
+
+    def __init__(self, arr: Any) -> None:
+        self.arr = arr
+
+    def read(self, r0: int, c0: int, h: int, w: int) -> np.ndarray:
+        return np.asarray(self.arr[:, r0:r0 + h, c0:c0 + w])
+
+
+def open_reader_array(storage: Store, tile: str, name: str, key: str) -> DirectArray | _ZarrArray:
+    """A reader for one array of one segment: :class:`DirectArray` when the layout is ours, else zarr."""
+    direct = DirectArray.open(_Bytes(storage, segment_prefix(tile, name)), key)
+    return direct if direct is not None else _ZarrArray(open_segment_array(storage, tile, name, key))
+
+
 # --------------------------------------------------------------------------------------------- reading
 @dataclass
 class _Cached:
@@ -692,7 +853,7 @@ class CubeReader:
     def _array(self, state: _Cached, tile: str, seg: str, key: str) -> Any:
         arr = state.arrays.get((seg, key))
         if arr is None:
-            arr = open_segment_array(self.storage, tile, seg, key)
+            arr = open_reader_array(self.storage, tile, seg, key)
             state.arrays[(seg, key)] = arr
         return arr
 
@@ -720,8 +881,9 @@ class CubeReader:
         def one(si: int) -> np.ndarray:
             name = state.manifest.segments[si].name  # type: ignore[union-attr]
             try:
-                arr = self._array(state, tile, name, key)
-                block = np.asarray(arr[:, row0:row0 + height, col0:col0 + width])
+                block = self._array(state, tile, name, key).read(row0, col0, height, width)
+            except CubeError:
+                raise
             except Exception as exc:
                 raise CubeError(f"cube {tile} segment {name}: {type(exc).__name__}: {exc}") from exc
             if (block == SENTINEL[block.dtype.name]).any():

@@ -11,6 +11,7 @@ HEAD-ed for its ETag at most every ``check_interval_s`` seconds. Items are kept 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from steps.catalog import INDEX_KEY, parse_datetime
+from steps.catalog import INDEX_KEY, format_datetime, parse_datetime
 from steps.storage import LocalStorage, S3Storage, open_storage
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,13 @@ class RasterGrid:
     transform: Affine
     width: int
     height: int
+
+    @functools.cached_property
+    def inverse(self) -> tuple[float, float, float, float, float, float]:
+        """Coefficients (a, b, c, d, e, f) of the inverse transform: col = a·x + b·y + c, row = d·x + e·y + f
+        (plain floats: a query applies it once per date, and Affine's own operators cost microseconds)."""
+        inv = ~self.transform
+        return float(inv.a), float(inv.b), float(inv.c), float(inv.d), float(inv.e), float(inv.f)
 
     @property
     def resolution(self) -> float:
@@ -71,10 +79,15 @@ class IndexItem:
     #: ``file:checksum`` per asset (the time-series store serves a date only with these checksums)
     checksums: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def acquisition(self) -> tuple[str, str]:
         """Acquisition key: platform and sensing time to the second (neighbour tiles of one datatake share it)."""
         return self.platform, self.datetime.strftime("%Y-%m-%dT%H:%M:%S")
+
+    @functools.cached_property
+    def datetime_text(self) -> str:
+        """The datetime as the catalog writes it (:func:`steps.catalog.format_datetime`)."""
+        return format_datetime(self.datetime)
 
 
 def _epsg(code: Any) -> int:

@@ -45,7 +45,7 @@ import math
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,6 @@ from pygeoapi.provider.base import (
 from pygeoapi.provider.base_edr import BaseEDRProvider
 from shapely.geometry.base import BaseGeometry
 
-from steps.catalog import format_datetime
 from steps.edr.index import CatalogIndex, IndexItem, RasterGrid, load_index
 from steps.edr.reader import WindowRead, read_windows
 from steps.edr.timeq import DatetimeQueryError, TimeRange, parse_datetime_query
@@ -316,8 +315,8 @@ def pixel_of(grid: RasterGrid, x: float, y: float) -> tuple[int, int] | None:
     """(row, col) of the pixel of ``grid`` that contains (x, y) in the grid's CRS, or None if outside."""
     if not (math.isfinite(x) and math.isfinite(y)):
         return None
-    col, row = ~grid.transform @ (x, y)
-    r, c = math.floor(row), math.floor(col)
+    a, b, c0, d, e, f = grid.inverse
+    r, c = math.floor(d * x + e * y + f), math.floor(a * x + b * y + c0)
     if 0 <= r < grid.height and 0 <= c < grid.width:
         return r, c
     return None
@@ -546,6 +545,9 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
     def _read(self, storage: Any, reqs: list[WindowRead], tags: list[tuple[IndexItem, str]]) -> list[np.ndarray]:
         """Stored values of every window of ``reqs`` (``tags``: the item and product of each), in order.
 
+        ``reqs[i].url`` is the asset's key below the catalog root; it becomes a URL only for the windows read
+        from the COGs.
+
         Windows wanted for ``cube_min_dates`` or more dates of one tile (same product, same pixels) come from
         the time-series store for the dates it holds with the catalog's checksums; everything else, and
         everything the store fails to answer, from the COGs. Both hold the same stored integers.
@@ -556,7 +558,8 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
             from_cogs = self._read_store(storage, reqs, tags, out)
         if from_cogs:
             try:
-                arrays = read_windows([reqs[i] for i in from_cogs], workers=self.read_workers,
+                arrays = read_windows([replace(reqs[i], url=storage.url(reqs[i].url)) for i in from_cogs],
+                                      workers=self.read_workers,
                                       remote=isinstance(storage, S3Storage))
             except Exception as exc:
                 import rasterio.errors
@@ -608,9 +611,13 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                   params: list[str]) -> dict[str, Any]:
         assert shape.point is not None
 
+        utm: dict[int, tuple[float, float]] = {}  # the point in each UTM zone met (one transform per zone)
+
         def covers(item: IndexItem, grid: RasterGrid) -> Any:
-            x, y = shape.utm_point(item.epsg)
-            return ((x, y), (x, y)) if pixel_of(grid, x, y) is not None else None
+            xy = utm.get(item.epsg)
+            if xy is None:
+                xy = utm[item.epsg] = shape.utm_point(item.epsg)
+            return (xy, xy) if pixel_of(grid, *xy) is not None else None
 
         chosen = self._choose(index, shape, trange, params, covers)
         if not chosen:
@@ -618,23 +625,19 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
         self._budget(len(chosen) * len(params), f"{len(chosen)} time steps × {len(params)} parameters")
         reqs: list[WindowRead] = []
         tags: list[tuple[IndexItem, str]] = []
-        slots: list[tuple[int, str] | None] = []
+        slots: list[tuple[int, str]] = []
         for ti, (item, (x, y)) in enumerate(chosen):
             for k in params:
                 rc = pixel_of(item.grids[k], x, y) if k in item.grids and k in item.assets else None
                 if rc is None:  # asset missing, or a coarser grid ends before the finer one: no value
-                    slots.append(None)
                     continue
-                reqs.append(WindowRead(storage.url(item.assets[k]), rc[0], rc[1], 1, 1))
+                reqs.append(WindowRead(item.assets[k], rc[0], rc[1], 1, 1))
                 tags.append((item, k))
                 slots.append((ti, k))
-        arrays = iter(self._read(storage, reqs, tags))
-        values: dict[str, list[Any]] = {k: [None] * len(chosen) for k in params}
-        for slot in slots:
-            if slot is None:
-                continue
-            ti, k = slot
-            values[k][ti] = to_physical(next(arrays), BY_KEY[k])[0]
+        raw = {k: np.full(len(chosen), BY_KEY[k].nodata, dtype=np.int64) for k in params}
+        for (ti, k), a in zip(slots, self._read(storage, reqs, tags), strict=True):
+            raw[k][ti] = a[0, 0]
+        values = {k: to_physical(raw[k], BY_KEY[k]) for k in params}
         lon, lat = shape.point
         return {
             "type": "Coverage",
@@ -642,7 +645,7 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                 "type": "Domain",
                 "domainType": "PointSeries",
                 "axes": {"x": {"values": [lon]}, "y": {"values": [lat]},
-                         "t": {"values": [format_datetime(it.datetime) for it, _ in chosen]}},
+                         "t": {"values": [it.datetime_text for it, _ in chosen]}},
                 "referencing": _referencing_crs84(),
             },
             "parameters": {k: covjson_parameter(BY_KEY[k]) for k in params},
@@ -726,7 +729,7 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                         continue  # this item lacks the asset: its values stay null
                     w = win if s is None else s[0]
                     slots[(ti, k)] = len(reqs)
-                    reqs.append(WindowRead(storage.url(item.assets[k]), w.row0, w.col0, w.height, w.width))
+                    reqs.append(WindowRead(item.assets[k], w.row0, w.col0, w.height, w.width))
                     tags.append((item, k))
             plans.append((members, grid, win, xs, ys, inside, samplers, slots))
         arrays = self._read(storage, reqs, tags)
@@ -763,7 +766,7 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                     "type": "Domain",
                     "domainType": "Grid",
                     "axes": {"x": {"values": [float(v) for v in xs]}, "y": {"values": [float(v) for v in ys]},
-                             "t": {"values": [format_datetime(it.datetime) for it, _ in members]}},
+                             "t": {"values": [it.datetime_text for it, _ in members]}},
                     "referencing": [
                         {"coordinates": ["x", "y"], "system": {
                             "type": "ProjectedCRS", "id": f"http://www.opengis.net/def/crs/EPSG/0/{epsg}"}},
