@@ -337,9 +337,9 @@ def window_for_bounds(grid: RasterGrid, bounds: tuple[float, float, float, float
     """Pixels of a north-up ``grid`` whose extent meets ``bounds`` (minx, miny, maxx, maxy), clipped."""
     if not all(math.isfinite(v) for v in bounds):
         return None
-    inv = ~grid.transform
-    c0, r0 = inv @ (bounds[0], bounds[3])
-    c1, r1 = inv @ (bounds[2], bounds[1])
+    a, b, c, d, e, f = grid.inverse
+    c0, r0 = a * bounds[0] + b * bounds[3] + c, d * bounds[0] + e * bounds[3] + f
+    c1, r1 = a * bounds[2] + b * bounds[1] + c, d * bounds[2] + e * bounds[1] + f
     col0, col1 = max(0, math.floor(min(c0, c1))), min(grid.width, math.ceil(max(c0, c1)))
     row0, row1 = max(0, math.floor(min(r0, r1))), min(grid.height, math.ceil(max(r0, r1)))
     if col1 <= col0 or row1 <= row0:
