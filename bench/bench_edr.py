@@ -409,6 +409,17 @@ class Bench:
               proxy: Proxy | None, zarr_path: Path | None, last: str, tput: bool) -> None:
         kind = run.kind
         tag = f"{run.where}-{kind}-n{run.n}-{query}"
+        cache = self.a.work / "phases" / f"{tag}.json"
+        if tag in self.a.skip:
+            print(f"  {tag}: skipped (--skip)", flush=True)
+            return
+        if cache.exists() and not self.a.fresh:  # measured by an earlier, interrupted run
+            run.raw[query] = json.loads(cache.read_text())
+            self.pixels(self.a.queries, margin=AREA_PX if query == "area" else 0)
+            if tput:
+                self.pixels(self.a.tput_queries if kind == "store" else self.a.tput_queries_slow)
+            print(f"  {tag}: from {cache}", flush=True)
+            return
         base, ctx = self.server(kind, catalog, env, zarr_path, tag)
 
         def url(r: int, c: int) -> str:
@@ -452,6 +463,8 @@ class Bench:
             res["rss"] = [rss_bytes(p) for p in worker_pids(proc.pid)]
             res["load"] = os.getloadavg()[0]
         run.raw[query] = res
+        cache.parent.mkdir(exist_ok=True)
+        cache.write_text(json.dumps(res))
         c, w = res["cold"], res["warm"]
         print(f"  {tag}: first {res['first_ms']:.0f} ms; cold p50 {c['p50']:.1f} p95 {c['p95']:.1f} "
               f"({c['req']:.1f} req, {_gb(c['bytes'])}); warm p50 {w['p50']:.1f} p95 {w['p95']:.1f} "
@@ -585,9 +598,10 @@ def tables(runs: list[Run]) -> str:
                 return s
 
             rss = " + ".join(f"{x / 2**20:.0f}" for x in res["rss"]) + " MiB"
+            load = f"{res['load']:.1f}" if "load" in res else "—"
             out.append(f"| {r.where} | {KIND_LABEL[r.kind]} | {r.n} | {res['first_ms']:.0f} | "
                        f"{c['p50']:.1f} / {c['p95']:.1f} | {w['p50']:.1f} / {w['p95']:.1f} | {io(c)} | {io(w)} | "
-                       f"{rss} | {res.get('load', 0):.1f} |")
+                       f"{rss} | {load} |")
         out.append("")
     tp = [(r, r.raw["position"]["tput"]) for r in runs if "tput" in r.raw.get("position", {})]
     if tp:
@@ -660,8 +674,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "raw2ready-edr-bench")
     ap.add_argument("--write-doc", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="re-measure phases cached by an interrupted run")
+    ap.add_argument("--skip", default="", help="comma-separated phase tags not to run, e.g. "
+                    "'S3 +latency-cog-290-area'")
     a = ap.parse_args()
+    a.skip = {x.strip() for x in a.skip.split(",") if x.strip()}
     t_start = time.perf_counter()
+    import hashlib
+
+    code = "; ".join(f"{f} sha256 {hashlib.sha256((ROOT / f).read_bytes()).hexdigest()[:12]} (mtime "
+                     f"{time.strftime('%H:%M:%S', time.gmtime((ROOT / f).stat().st_mtime))} UTC)"
+                     for f in ("steps/cube.py", "steps/edr/provider.py", "steps/edr/index.py"))
+    print(f"code: {code}", flush=True)
     ns = sorted(int(x) for x in a.dates.split(","))
     s3_ns = [int(x) for x in a.s3_dates.split(",") if x]
     a.work = a.work / f"size{a.size}"
@@ -688,9 +712,12 @@ def main() -> None:
     agree: list[str] = []
 
     def record_agreement(group: list[Run]) -> None:
-        ref = group[0].raw["position"]["values"]
+        ref = group[0].raw.get("position", {}).get("values")
         for r in group[1:]:
-            ok = r.raw["position"]["values"] == ref
+            mine = r.raw.get("position", {}).get("values")
+            if ref is None or mine is None:
+                continue
+            ok = mine == ref
             agree.append(f"{r.where} N={r.n}: {KIND_LABEL[r.kind]} vs {KIND_LABEL[group[0].kind]}: "
                          f"{'identical' if ok else 'DIFFERENT'}")
 
@@ -768,7 +795,7 @@ def main() -> None:
             synth=synth_s / 60, disk=_gb(disk), agree="; ".join(agree) or "not checked", xr=xr_lines,
             queries=a.queries, delay=a.delay_ms, workers=a.workers, threads=a.threads, size=a.size,
             s3=", ".join(f"N={n}: {v['files']} files uploaded in {v['upload_s']:.0f} s" for n, v in s3_info.items()),
-            notes=NOTES), encoding="utf-8")
+            notes=NOTES, code=code), encoding="utf-8")
         print(f"wrote {doc}")
 
 
@@ -804,6 +831,7 @@ Values: {agree}.
 * Machine: {machine}.
 * Command: `{cmd}` (run {when}; {total:.0f} min in all, of which {synth:.0f} min synthesizing dates not yet
   cached; work directory {disk} on disk, of which the COGs and the stores are the bulk).
+* Code measured (at the start of this invocation): {code}.
 * Data: `bench/edr_synth.py` writes, per date, the four product COGs of tile 47PPR at full size in the
   pipeline's encoding (GDAL COG driver, DEFLATE level 6, predictor 2 for NDVI/LAI, 512² blocks,
   products' nodata/scale/offset) but **without internal overviews** (never read by EDR), plus item
