@@ -113,13 +113,19 @@ class CatalogIndex:
     def from_json(cls, doc: dict[str, Any]) -> CatalogIndex:
         """Build from the ``index.json`` document; rows that cannot be parsed are logged and skipped."""
         items = []
+        shared: dict[tuple[Any, ...], RasterGrid] = {}
         for row in doc.get("items", []):
             try:
                 epsg = _epsg(row["epsg"])
                 grids = {}
                 for key, g in (row.get("grids") or {}).items():
                     h, w = int(g["shape"][0]), int(g["shape"][1])
-                    grids[key] = RasterGrid(epsg, Affine(*[float(v) for v in g["transform"][:6]]), w, h)
+                    coeffs = tuple(float(v) for v in g["transform"][:6])
+                    gkey = (epsg, coeffs, w, h)
+                    grid = shared.get(gkey)
+                    if grid is None:  # one instance per distinct grid: caches keyed by it stay small
+                        grid = shared[gkey] = RasterGrid(epsg, Affine(*coeffs), w, h)
+                    grids[key] = grid
                 items.append(IndexItem(
                     id=str(row["id"]), datetime=parse_datetime(row["datetime"]), tile=str(row.get("tile") or ""),
                     platform=str(row.get("platform") or ""), epsg=epsg,

@@ -360,14 +360,14 @@ def to_physical(raw: np.ndarray, p: Product) -> list[Any]:
     flat = raw.ravel()
     nodata = flat == p.nodata
     if is_integer_coded(p):
-        vals: list[Any] = flat.astype(np.int64).tolist()
+        phys: np.ndarray = flat.astype(np.int64)
     else:
         phys = np.round(flat.astype(np.float64) * p.scale + p.offset, 10)
-        vals = phys.tolist()
-    if nodata.any():
-        for i in np.flatnonzero(nodata).tolist():
-            vals[i] = None
-    return vals
+    if not nodata.any():
+        return list(phys.tolist())
+    vals = np.array(phys.tolist(), dtype=object)  # Python ints/floats, so that None can take their place
+    vals[nodata] = None
+    return list(vals.tolist())
 
 
 # ------------------------------------------------------------------------------------------ provider
@@ -665,15 +665,16 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                 utm_cache[grid] = g
             return utm_cache[grid]
 
+        hits: dict[int, Any] = {}  # per grid instance (the index shares one per distinct grid)
+
         def covers(item: IndexItem, grid: RasterGrid) -> Any:
-            g = geom_in(grid)
-            if g.is_empty:
-                return None
-            win = window_for_bounds(grid, g.bounds)
-            if win is None:
-                return None
-            c = g.centroid
-            return win, (float(c.x), float(c.y))
+            key = id(grid)
+            if key not in hits:
+                g = geom_in(grid)
+                win = None if g.is_empty else window_for_bounds(grid, g.bounds)
+                c = None if win is None else g.centroid
+                hits[key] = None if win is None or c is None else (win, (float(c.x), float(c.y)))
+            return hits[key]
 
         acquisitions = self._candidates(index, shape, trange, params, covers)
         if not acquisitions:
@@ -741,20 +742,20 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
             for k in params:
                 p = BY_KEY[k]
                 cube = np.full((nt, win.height, win.width), p.nodata, dtype=np.int64)
-                for ti in range(nt):
-                    if (ti, k) not in slots:
-                        continue
-                    a = arrays[slots[(ti, k)]]
+                tis = [ti for ti in range(nt) if (ti, k) in slots]
+                if tis:  # every date of the group at once: one stack, one gather, one mask
+                    stack = np.stack([arrays[slots[(ti, k)]] for ti in tis])
                     s = samplers[k]
                     if s is None:
-                        cube[ti] = a
+                        cube[tis] = stack
                     else:
                         _w, rr, cc, ok = s
-                        plane = np.full((win.height, win.width), p.nodata, dtype=np.int64)
-                        plane[ok] = a[rr[ok], cc[ok]]
-                        cube[ti] = plane
-                    cube[ti][~inside] = p.nodata
-                    mine = owned[members[ti][0].id]
+                        planes = np.full((len(tis), win.height, win.width), p.nodata, dtype=np.int64)
+                        planes[:, ok] = stack[:, rr[ok], cc[ok]]
+                        cube[tis] = planes
+                cube[:, ~inside] = p.nodata
+                for ti, (item, _) in enumerate(members):
+                    mine = owned[item.id]
                     if mine is not None:
                         cube[ti][~mine] = p.nodata
                 ranges[k] = {"type": "NdArray", "dataType": _dtype(p), "axisNames": ["t", "y", "x"],
