@@ -789,17 +789,20 @@ def main() -> None:
         cmd = "python bench/bench_edr.py " + " ".join(sys.argv[1:])
         xr_lines = ", ".join(f"N={n}: {_gb(z[2])} ({z[1]:.0f} s)" for n, z in zarrs.items())
         doc = ROOT / "docs" / "EDR_BENCHMARK.md"
+        # the hand-written analysis ("## Findings" to the end) survives a rewrite of the measured sections
+        old = doc.read_text(encoding="utf-8") if doc.exists() else ""
+        notes = old[old.index("## Findings"):] if "## Findings" in old else NOTES
         doc.write_text(_DOC.format(
             table=table, targets=tgt, prep="\n".join(prep_lines), append=append_line, machine=machine(),
             cmd=cmd.strip(), when=time.strftime("%Y-%m-%d", time.gmtime()), total=total_s / 60,
             synth=synth_s / 60, disk=_gb(disk), agree="; ".join(agree) or "not checked", xr=xr_lines,
             queries=a.queries, delay=a.delay_ms, workers=a.workers, threads=a.threads, size=a.size,
             s3=", ".join(f"N={n}: {v['files']} files uploaded in {v['upload_s']:.0f} s" for n, v in s3_info.items()),
-            notes=NOTES, code=code), encoding="utf-8")
+            notes=notes, code=code), encoding="utf-8")
         print(f"wrote {doc}")
 
 
-NOTES = ""  # filled in by hand after a run (see docs/EDR_BENCHMARK.md)
+NOTES = "## Findings\n\n(to be written from the numbers above)\n"
 
 _DOC = """# EDR serving benchmark at real size
 
