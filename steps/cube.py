@@ -309,12 +309,13 @@ def _cog_source(storage: Store, rows: Sequence[IndexRow]) -> Iterator[Source]:
 
 
 def _segment_source(storage: Store, tile: str, seg: Segment, keep: list[int]) -> Source:
-    arrays = {k: open_segment_array(storage, tile, seg.name, k) for k in CUBE_KEYS}
+    # the direct chunk reader (zarr's per-chunk asyncio would cost minutes per full-size merge)
+    arrays = {k: open_reader_array(storage, tile, seg.name, k) for k in CUBE_KEYS}
     sel = np.asarray(keep, dtype=np.int64)
     whole = len(keep) == len(seg.entries)
 
     def read(key: str, r0: int, c0: int, h: int, w: int) -> np.ndarray:
-        block = np.asarray(arrays[key][:, r0:r0 + h, c0:c0 + w])
+        block = arrays[key].read(r0, c0, h, w)
         if (block == SENTINEL[block.dtype.name]).any():
             raise CubeError(f"segment {seg.name} of {tile}: {key} has missing chunks")
         return block if whole else block[sel]
