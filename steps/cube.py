@@ -72,6 +72,7 @@ ZSTD_LEVEL = 3
 SENTINEL: dict[str, int] = {"int16": -32767, "uint8": 254}
 #: dates copied from the COGs into one new segment at most (one open file per date while copying)
 SYNC_BATCH = 128
+SYNC_GDAL_CACHE_MB = 64
 LOCK_TTL_S = 900.0
 LOCK_WAIT_S = 600.0
 
@@ -282,7 +283,10 @@ def _cog_source(storage: Store, rows: Sequence[IndexRow]) -> Iterator[Source]:
     from steps.storage import gdal_env
 
     env = gdal_env(side="output") if isinstance(storage, S3Storage) else contextlib.nullcontext()
-    with env, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    # every block is read once: GDAL's block cache (5 % of the machine's RAM by default, whatever the pod's
+    # limit) would only hold memory
+    with env, rasterio.Env(GDAL_CACHEMAX=SYNC_GDAL_CACHE_MB), \
+            ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         current: dict[str, Any] = {"key": None, "handles": []}
 
         def close() -> None:
@@ -348,7 +352,7 @@ def _write_segment(storage: Store, tile: str, epsg: str, grids: dict[str, dict[s
                     parts = [read(key, r0, c0, h, w) for _n, read in sources]
                     block = parts[0] if len(parts) == 1 else np.concatenate(parts)
                     pending.append(pool.submit(encode, r0, c0, block))
-                    if len(pending) >= 4:  # bounded: at most a few shard columns in memory
+                    if len(pending) >= 2:  # bounded: at most a few shard columns in memory
                         pending.pop(0).result()
             for f in pending:
                 f.result()
@@ -563,7 +567,13 @@ def rebuild(storage: Store, tiles: Sequence[str] | None = None,
             else:
                 for k in list(storage.list(f"{tile_prefix(t)}/segments/")):
                     storage.delete(k)
-    return sync(storage, tiles, compact=True, progress=progress)
+    results = sync(storage, tiles, compact=True, progress=progress)
+    for t in tiles:  # the batch segments a long history was copied through: nobody reads them, drop them now
+        with tile_lock(storage, t):
+            man = load_manifest(storage, t)
+            if man is not None and man.retired:
+                _commit(storage, man, [])
+    return results
 
 
 # -------------------------------------------------------------------------------------------- auditing
