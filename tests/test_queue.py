@@ -99,8 +99,11 @@ def _publish_raw(queue: str, bodies: list[bytes]) -> None:
 
 
 def _products(root: Path) -> dict[str, bytes]:
-    """Catalog files, items and assets (no order records, no intermediate work files)."""
-    return {k: v for k, v in tree_bytes(root).items() if not k.startswith(("orders/", "work/"))}
+    """Catalog files, items and assets (no order records, no intermediate work files, and no in-flight
+    temporary files: ``.<name>.tmp-<id>`` is invisible to every reader, and one a killed writer left behind
+    stays as garbage; see the README's fault table)."""
+    return {k: v for k, v in tree_bytes(root).items()
+            if not k.startswith(("orders/", "work/")) and ".tmp-" not in k.rsplit("/", 1)[-1]}
 
 
 def _assert_no_partial_products(root: Path) -> int:
