@@ -27,12 +27,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from steps.catalog import format_datetime
 from steps.edr.config import PROVIDER_NAME
 from steps.edr.index import load_index
+from steps.edr.wsgi import StartResponse, WSGIApp, buffered
 from steps.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ _COLLECTION_PATH = re.compile(r"^/collections(?:/([^/]+))?/?$")
 _INSTANCE_PATH = re.compile(r"^/collections/([^/]+)/instances(?:/|$)")
 TRS = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
 
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def _text(v: Any) -> Any:
@@ -108,22 +107,10 @@ class EDRDocumentFixups:
         m = _COLLECTION_PATH.match(path)
         if environ.get("REQUEST_METHOD") != "GET" or m is None:
             return self.app(environ, start_response)
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
-            captured["status"], captured["headers"], captured["exc_info"] = status, headers, exc_info
-            return lambda _data: None
-
-        result = self.app(environ, capture)
-        try:
-            body = b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        headers = captured["headers"]
-        ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
-        if captured["status"].startswith("200") and "json" in ctype and "ld+json" not in ctype:
+        resp = buffered(self.app, environ)
+        body = resp.body
+        ctype = resp.header("content-type")
+        if resp.status.startswith("200") and "json" in ctype and "ld+json" not in ctype:
             try:
                 doc = json.loads(body)
                 if m.group(1) is None and isinstance(doc.get("collections"), list):
@@ -133,10 +120,7 @@ class EDRDocumentFixups:
                 body = json.dumps(doc).encode()
             except (ValueError, AttributeError, TypeError):
                 log.warning("could not complete the collection document at %s", environ.get("PATH_INFO"))
-        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-        headers.append(("Content-Length", str(len(body))))
-        start_response(captured["status"], headers, captured["exc_info"])
-        return [body]
+        return resp.send(start_response, body)
 
 
 def create_app() -> WSGIApp:

@@ -44,7 +44,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC
 from importlib import resources
@@ -55,13 +55,12 @@ import numpy as np
 
 from steps.catalog import format_datetime
 from steps.edr.index import CatalogIndex, IndexItem, load_index
+from steps.edr.wsgi import StartResponse, WSGIApp, buffered
 from steps.products import BY_KEY
 from steps.storage import S3Storage
 
 log = logging.getLogger(__name__)
 
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 PREFIX = "/viewer"
 TILE_SIZE = 256
@@ -436,24 +435,11 @@ class ViewerApp:
         fmt = (parse_qs(environ.get("QUERY_STRING", "")).get("f") or [""])[0]
         if fmt not in ("", "json", "html"):
             return self.app(environ, start_response)
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
-            captured["status"], captured["headers"], captured["exc_info"] = status, headers, exc_info
-            return lambda _data: None
-
-        result = self.app(environ, capture)
-        try:
-            body = b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        headers: list[tuple[str, str]] = captured["headers"]
-        hdr = {k.lower(): v for k, v in headers}
-        ctype = hdr.get("content-type", "")
+        resp = buffered(self.app, environ)
+        body = resp.body
+        ctype = resp.header("content-type")
         href = f"{self.server_url}{PREFIX}"
-        if captured["status"].startswith("200") and "content-encoding" not in hdr:
+        if resp.status.startswith("200") and not resp.header("content-encoding"):
             try:
                 if ctype.startswith("text/html"):
                     body = add_landing_section(body.decode("utf-8"), href).encode("utf-8")
@@ -461,10 +447,7 @@ class ViewerApp:
                     body = json.dumps(add_landing_link(json.loads(body), href)).encode()
             except (ValueError, UnicodeDecodeError):
                 log.warning("could not add the viewer link to the landing page")
-        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-        headers.append(("Content-Length", str(len(body))))
-        start_response(captured["status"], headers, captured["exc_info"])
-        return [body]
+        return resp.send(start_response, body)
 
 
 def mount_viewer(app: WSGIApp, catalogs: dict[str, str], config: dict[str, Any]) -> WSGIApp:
