@@ -161,3 +161,32 @@ def test_lai_equals_the_snap_network_on_hand_read_inputs(run_29rkh: tuple[Path, 
     # one storage quantum (0.001) of slack: the pipeline converts DN in float32, this test in float64
     np.testing.assert_allclose(got[ok].filled(np.nan), want[ok], atol=1e-3 + 1e-9)
     assert item["properties"]["processing:expression"]["expression"]["lai"]["network"].startswith("3_0")
+
+
+def test_the_real_scene_enters_the_time_series_store_with_the_cogs_values(
+        run_29rkh: tuple[Path, dict, Path]) -> None:
+    """The real scene's store (written by the run's catalog step) holds every product's stored integers,
+    read with zarr and compared with rasterio; the server's direct reader agrees on a window."""
+    import numpy as np
+    import rasterio
+    import zarr
+    import zarr.storage
+
+    from steps.cube import CubeReader
+    from steps.storage import open_storage
+
+    out, item, folder = run_29rkh
+    man = json.loads((out / "cube" / "29RKH" / "manifest.json").read_text())
+    (seg,) = man["segments"]
+    assert [e["item"] for e in seg["entries"]] == [item["id"]]
+    store = zarr.storage.LocalStore(out / "cube" / "29RKH" / "segments" / seg["name"], read_only=True)
+    reader = CubeReader(open_storage(str(out)))
+    sums = {k: a["file:checksum"] for k, a in item["assets"].items()}
+    for key in ("ndvi", "lai", "lai_flags", "cloud_mask"):
+        with rasterio.open(folder / item["assets"][key]["href"].removeprefix("./")) as ds:
+            cog = ds.read(1)
+        held = np.asarray(zarr.open_array(store, path=key, mode="r")[0])
+        np.testing.assert_array_equal(held, cog, err_msg=key)
+        where = reader.held("29RKH", {item["id"]: sums}, key)
+        np.testing.assert_array_equal(reader.read("29RKH", key, where, 30, 40, 50, 60)[item["id"]],
+                                      cog[30:80, 40:100], err_msg=key)
