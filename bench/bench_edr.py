@@ -3,7 +3,8 @@ time-series store (``steps/cube.py``) and from pygeoapi's ``xarray-edr`` over an
 disk and on a local S3 server with injected latency, side by side in one run.
 
 Run: ``.venv/bin/python bench/bench_edr.py [--size 10980] [--dates 24,96,290] [--queries 24]
-[--s3-dates 290] [--delay-ms 30] [--clients 16] [--tput-queries 600] [--workers 2] [--threads 4]
+[--s3-dates 290] [--s3-servers s3rver:cog+store,moto:store]
+[--delay-ms 30] [--clients 16] [--tput-queries 600] [--workers 2] [--threads 4]
 [--work $TMPDIR/raw2ready-edr-bench] [--write-doc]``.
 
 1. Synthesizes ``max(--dates)`` dates of one full-size tile (``bench/edr_synth.py``: the four product COGs
@@ -12,8 +13,9 @@ Run: ``.venv/bin/python bench/bench_edr.py [--size 10980] [--dates 24,96,290] [-
    its catalog (``steps.catalog.rebuild_catalog``) and its store (``steps.cube.rebuild``, timed; on the
    smallest N also one appended date, ``steps.cube.sync``, timed) and, for ``xarray-edr``, a Zarr of the
    same NDVI (int16 + scale_factor, chunks N × 32 × 32 in shards N × 512 × 512, zstd, like the store).
-2. S3: a moto server (``moto_server``) with ``bench/s3_latency_proxy.py`` in front (``--delay-ms`` per
-   request, counts requests and bytes); the roots of ``--s3-dates`` are uploaded to it.
+2. S3: per S3 API server of ``--s3-servers`` (``s3rver`` from the npm registry, installed in ``--work`` on
+   first use; moto's ``moto_server``), that server with ``bench/s3_latency_proxy.py`` in front
+   (``--delay-ms`` per request, counts requests and bytes); the roots of ``--s3-dates`` are uploaded to it.
 3. Per configuration (where × path × N), in phases each with a fresh server (``raw2ready serve``, COG path
    with ``--no-cube``; xarray-edr: pygeoapi under gunicorn, same workers/threads), after one warm-up round
    of queries elsewhere in the tile (opens indexes, handles, arrays) and ``POSIX_FADV_DONTNEED`` on every
@@ -498,20 +500,50 @@ def throughput(urls: list[str], clients: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ S3
+S3_KEYS = {"moto": ("testing", "testing"), "s3rver": ("S3RVER", "S3RVER")}
+S3RVER_VERSION = "3.7.1"
+
+
+def _s3rver(work: Path) -> Path:
+    """The s3rver executable (npm package ``s3rver``, installed below ``work`` on first use)."""
+    prefix = work / "s3rver"
+    exe = prefix / "node_modules" / ".bin" / "s3rver"
+    if not exe.exists():
+        print(f"installing s3rver {S3RVER_VERSION} from the npm registry …", flush=True)
+        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                        f"s3rver@{S3RVER_VERSION}"], check=True)
+    return exe
+
+
 @contextlib.contextmanager
-def s3_server(work: Path, delay_ms: float) -> Iterator[tuple[str, str]]:
-    """moto server + latency proxy; yields (moto endpoint, proxy endpoint)."""
-    mport, pport = _free_port(), _free_port()
-    env = {**os.environ, "TMPDIR": str(work / "moto-tmp")}
-    (work / "moto-tmp").mkdir(exist_ok=True)
-    moto_log = (work / "moto.log").open("w")
-    moto = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(mport)], env=env,
-                            stdout=moto_log, stderr=subprocess.STDOUT, start_new_session=True)
+def s3_server(work: Path, delay_ms: float, server: str = "moto") -> Iterator[tuple[str, str]]:
+    """An S3 API server (``moto`` in server mode, or ``s3rver``) + the latency proxy in front of it; yields
+    (server endpoint, proxy endpoint).
+
+    moto keeps objects in memory or spooled files and reads a *whole* object to answer a range request;
+    s3rver (Node.js) keeps each object in a file and answers a range request by reading that range, as an
+    object store does. s3rver gets suffix ranges (``bytes=-N``) wrong, which the store reader does not use
+    once an array's ``shard_indexes`` is loaded (GDAL does not use them either).
+    """
+    sport, pport = _free_port(), _free_port()
+    tmp = work / f"{server}-data"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    log = (work / f"{server}.log").open("w")
+    if server == "moto":
+        argv = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(sport)]
+    elif server == "s3rver":
+        argv = [str(_s3rver(work)), "-d", str(tmp), "-a", "127.0.0.1", "-p", str(sport), "-s",
+                "--no-vhost-buckets"]
+    else:
+        raise SystemExit(f"unknown S3 server {server!r} (moto, s3rver)")
+    srv = subprocess.Popen(argv, env={**os.environ, "TMPDIR": str(tmp)}, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)
     proxy = subprocess.Popen([sys.executable, str(Path(__file__).with_name("s3_latency_proxy.py")), "--upstream",
-                              f"http://127.0.0.1:{mport}", "--port", str(pport), "--delay-ms", str(delay_ms)],
+                              f"http://127.0.0.1:{sport}", "--port", str(pport), "--delay-ms", str(delay_ms)],
                              start_new_session=True)
     try:
-        for url in (f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{pport}/__stats__"):
+        for url in (f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{pport}/__stats__"):
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -523,28 +555,31 @@ def s3_server(work: Path, delay_ms: float) -> Iterator[tuple[str, str]]:
                     if time.monotonic() > deadline:
                         raise SystemExit(f"{url} did not start") from None
                     time.sleep(0.2)
-        yield f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{pport}"
+        yield f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{pport}"
     finally:
-        for p in (proxy, moto):
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=30)
-        moto_log.close()
-        shutil.rmtree(work / "moto-tmp", ignore_errors=True)
+        for proc in (proxy, srv):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def s3_env(endpoint: str) -> dict[str, str]:
-    return {"RAW2READY_S3_ENDPOINT_URL": endpoint, "RAW2READY_S3_ACCESS_KEY_ID": "testing",
-            "RAW2READY_S3_SECRET_ACCESS_KEY": "testing", "RAW2READY_S3_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+def s3_env(endpoint: str, server: str = "moto") -> dict[str, str]:
+    key, secret = S3_KEYS[server]
+    return {"RAW2READY_S3_ENDPOINT_URL": endpoint, "RAW2READY_S3_ACCESS_KEY_ID": key,
+            "RAW2READY_S3_SECRET_ACCESS_KEY": secret, "RAW2READY_S3_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
 
 
-def upload(root: Path, endpoint: str, prefix: str) -> tuple[float, int]:
+def upload(root: Path, endpoint: str, prefix: str, server: str = "moto") -> tuple[float, int]:
     """Upload every file of ``root`` (except the xarray Zarr) to ``s3://bench/<prefix>/``; (seconds, files)."""
     import boto3
     from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                      region_name="us-east-1")
+    key, secret = S3_KEYS[server]
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                      region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
     with contextlib.suppress(Exception):
         s3.create_bucket(Bucket=BUCKET)
     files = [p for p in root.rglob("*") if p.is_file() and "ndvi-xarray.zarr" not in p.parts
@@ -594,7 +629,7 @@ def tables(runs: list[Run]) -> str:
             def io(d: dict[str, Any], unit: str = unit, byt: str = byt) -> str:
                 s = f"{d['req']:.0f} {unit}, {_gb(d['bytes'])}{byt}"
                 if d.get("upstream_ms"):
-                    s += f" (moto {d['upstream_ms']:.0f} ms)"
+                    s += f" (server {d['upstream_ms']:.0f} ms)"
                 return s
 
             rss = " + ".join(f"{x / 2**20:.0f}" for x in res["rss"]) + " MiB"
@@ -614,8 +649,8 @@ def tables(runs: list[Run]) -> str:
     return "\n".join(out)
 
 
-def targets(runs: list[Run], big: int, s3_dates: int | None) -> str:
-    def get(where: str, kind: str, n: int) -> Run | None:
+def targets(runs: list[Run], big: int, s3_dates: int | None, s3_wheres: list[str]) -> str:
+    def get(where: str, kind: str, n: int | None) -> Run | None:
         return next((r for r in runs if r.where == where and r.kind == kind and r.n == n), None)
 
     rows = ["| target | measured | met |", "|---|---|---|"]
@@ -628,28 +663,30 @@ def targets(runs: list[Run], big: int, s3_dates: int | None) -> str:
         rows.append(f"| {name} | {fmt.format(value)} | {'yes' if ok else 'NO'} |")
 
     st, cog = get("local", "store", big), get("local", "cog", big)
-    s3st = get("S3 +latency", "store", s3_dates) if s3_dates else None
     p = st.raw["position"] if st else None
     add(f"position, {big} dates, local, cold p50 ≤ 50 ms", p["cold"]["p50"] if p else None, 50, "{:.1f} ms")
     add(f"position, {big} dates, local, warm p50 ≤ 20 ms", p["warm"]["p50"] if p else None, 20, "{:.1f} ms")
-    s3p = s3st.raw["position"] if s3st else None
-    add(f"position, {s3_dates} dates, S3 + 30 ms, cold p50 ≤ 150 ms", s3p["cold"]["p50"] if s3p else None, 150,
-        "{:.1f} ms")
+    s3sts = [get(w, "store", s3_dates) for w in s3_wheres]
+    for w, s3st in zip(s3_wheres, s3sts, strict=True):
+        s3p = s3st.raw["position"] if s3st else None
+        add(f"position, {s3_dates} dates, {w}, cold p50 ≤ 150 ms", s3p["cold"]["p50"] if s3p else None, 150,
+            "{:.1f} ms")
     if p and cog:
         add("store ≥ 10× faster cold than COGs (local, same run)",
             cog.raw["position"]["cold"]["p50"] / p["cold"]["p50"], 10, "{:.1f}×", le=False)
-    s3cog = get("S3 +latency", "cog", s3_dates) if s3_dates else None
-    if s3p and s3cog:
-        add("store ≥ 10× faster cold than COGs (S3, same run)",
-            s3cog.raw["position"]["cold"]["p50"] / s3p["cold"]["p50"], 10, "{:.1f}×", le=False)
-    for r in (st, s3st):
+    for w, s3st in zip(s3_wheres, s3sts, strict=True):
+        s3cog = get(w, "cog", s3_dates)
+        if s3st and s3cog:
+            add(f"store ≥ 10× faster cold than COGs ({w}, same run)",
+                s3cog.raw["position"]["cold"]["p50"] / s3st.raw["position"]["cold"]["p50"], 10, "{:.1f}×", le=False)
+    for r in (st, *s3sts):
         if r and "tput" in r.raw["position"]:
             add(f"≥ 50 new-point queries/s ({r.where}, 2 cores)", r.raw["position"]["tput"]["rps"], 50,
                 "{:.1f}/s", le=False)
     rss = max((max(x) for r in runs for x in (r.raw.get(q, {}).get("rss", [0]) for q in ("position", "area"))
                if r.kind == "store"), default=None)
     add("RSS ≤ 1 GiB per worker (store path, max over runs)", rss / 2**30 if rss else None, 1.0, "{:.2f} GiB")
-    for r in (st, s3st):
+    for r in (st, *s3sts):
         if r and "area" in r.raw:
             for temp in ("cold", "warm"):
                 ratio = r.raw["area"][temp]["p50"] / r.raw["position"][temp]["p50"]
@@ -664,7 +701,8 @@ def main() -> None:
     ap.add_argument("--dates", default="24,96,290", help="comma-separated series lengths N")
     ap.add_argument("--queries", type=int, default=24, help="cold (and warm) queries per phase, one per patch")
     ap.add_argument("--s3-dates", default="290", help="N values also run on S3 (comma-separated; '' none)")
-    ap.add_argument("--s3-kinds", default="cog,store")
+    ap.add_argument("--s3-servers", default="s3rver:cog+store,moto:store",
+                    help="S3 API servers and the paths measured on each ('' none): server:kind+kind,…")
     ap.add_argument("--kinds", default="cog,store,xarray")
     ap.add_argument("--delay-ms", type=float, default=30.0)
     ap.add_argument("--clients", type=int, default=16)
@@ -676,7 +714,7 @@ def main() -> None:
     ap.add_argument("--write-doc", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="re-measure phases cached by an interrupted run")
     ap.add_argument("--skip", default="", help="comma-separated phase tags not to run, e.g. "
-                    "'S3 +latency-cog-290-area'")
+                    "'S3 +latency (moto)-cog-n290-area'")
     a = ap.parse_args()
     a.skip = {x.strip() for x in a.skip.split(",") if x.strip()}
     t_start = time.perf_counter()
@@ -688,6 +726,7 @@ def main() -> None:
     print(f"code: {code}", flush=True)
     ns = sorted(int(x) for x in a.dates.split(","))
     s3_ns = [int(x) for x in a.s3_dates.split(",") if x]
+    s3_servers = [(part.split(":")[0], part.split(":")[1].split("+")) for part in a.s3_servers.split(",") if part]
     a.work = a.work / f"size{a.size}"
     a.work.mkdir(parents=True, exist_ok=True)
     print(f"synthesizing {ns[-1]} dates of {a.size}² px …", flush=True)
@@ -736,22 +775,25 @@ def main() -> None:
             runs.append(r)
             group.append(r)
         record_agreement(group)
-    s3_info: dict[int, Any] = {}
-    if s3_ns:
-        with s3_server(a.work, a.delay_ms) as (moto, proxy_url):
+    s3_info: dict[str, Any] = {}
+    for server, kinds in s3_servers:
+        if not s3_ns:
+            break
+        where = f"S3 +latency ({server})"
+        with s3_server(a.work, a.delay_ms, server) as (endpoint, proxy_url):
             for n in s3_ns:
-                secs, nfiles = upload(a.work / f"n{n}", moto, f"n{n}")
-                s3_info[n] = {"upload_s": secs, "files": nfiles}
-                print(f"  uploaded n{n}: {nfiles} files in {secs:.0f} s", flush=True)
-            env = {**base_env, **s3_env(proxy_url)}
+                secs, nfiles = upload(a.work / f"n{n}", endpoint, f"n{n}", server)
+                s3_info[f"{server} N={n}"] = {"upload_s": secs, "files": nfiles}
+                print(f"  {server}: uploaded n{n}: {nfiles} files in {secs:.0f} s", flush=True)
+            env = {**base_env, **s3_env(proxy_url, server)}
             proxy = Proxy(proxy_url)
             for n in s3_ns:
                 last = items[n - 1]["properties"]["datetime"][:10]
                 group = []
-                for kind in a.s3_kinds.split(","):
+                for kind in kinds:
                     bench.rng = random.Random(11)
                     bench.used = set()
-                    r = Run("S3 +latency", kind, n)
+                    r = Run(where, kind, n)
                     for query in ("position", "area"):
                         bench.phase(r, query, f"s3://{BUCKET}/n{n}", env, [], proxy, None, last,
                                     tput=(query == "position" and kind == "store"))
@@ -760,7 +802,7 @@ def main() -> None:
                 record_agreement(group)
     total_s = time.perf_counter() - t_start
     table = tables(runs)
-    tgt = targets(runs, ns[-1], s3_ns[-1] if s3_ns else None)
+    tgt = targets(runs, ns[-1], s3_ns[-1] if s3_ns else None, [f"S3 +latency ({srv})" for srv, _k in s3_servers])
     prep_lines = ["| N | COG bytes (4 products) | store bytes | store rebuild | per date | catalog rebuild |",
                   "|---:|---:|---:|---:|---:|---:|"]
     for n, p in prep.items():
@@ -797,8 +839,8 @@ def main() -> None:
             cmd=cmd.strip(), when=time.strftime("%Y-%m-%d", time.gmtime()), total=total_s / 60,
             synth=synth_s / 60, disk=_gb(disk), agree="; ".join(agree) or "not checked", xr=xr_lines,
             queries=a.queries, delay=a.delay_ms, workers=a.workers, threads=a.threads, size=a.size,
-            s3=", ".join(f"N={n}: {v['files']} files uploaded in {v['upload_s']:.0f} s" for n, v in s3_info.items()),
-            notes=notes, code=code), encoding="utf-8")
+            s3=", ".join(f"{k}: {v['files']} files uploaded in {v['upload_s']:.0f} s" for k, v in s3_info.items()),
+            notes=notes, code=code, s3rver=S3RVER_VERSION), encoding="utf-8")
         print(f"wrote {doc}")
 
 
@@ -809,8 +851,8 @@ _DOC = """# EDR serving benchmark at real size
 The EDR provider (`steps/edr/provider.py`) answering from the per-scene COGs (`raw2ready serve --no-cube`)
 and from the time-series store (`steps/cube.py`, the default), next to pygeoapi's own `xarray-edr` over an
 equivalent Zarr, for position and 1-ha area time series over N dates of one full {size} × {size} px tile,
-on local disk and on a local S3 server (moto) behind a proxy adding {delay:.0f} ms per request. One run,
-side by side; gunicorn {workers} workers × {threads} threads for every server.
+on local disk and on two local S3 API servers (s3rver and moto) behind a proxy adding {delay:.0f} ms per
+request. One run, side by side; gunicorn {workers} workers × {threads} threads for every server.
 
 ## Results
 
@@ -848,13 +890,18 @@ Values: {agree}.
 * Cold: each phase starts a fresh server, sends one round of warm-up queries far from the patches (index
   loaded, COG handles / Zarr arrays opened in the workers), then drops the page cache of every file of the
   root with `posix_fadvise(POSIX_FADV_DONTNEED)` (no root needed) and sends {queries} sequential queries,
-  one per patch: pixels, COG blocks, store shards (and shard indexes) and chunks that this server never
-  touched. Warm: the same queries again. "First request" is the first warm-up query of a fresh server
-  (index load, imports, opening every COG/array of the series). On S3, moto keeps objects in memory /
-  spooled files, so "cold" there means a fresh server (no GDAL block cache, no open handles).
-* Requests and bytes per query: on S3 counted at the proxy (GET/HEAD and response body bytes; "moto N ms"
-  is the mean time moto itself took per query, summed over its requests, i.e. server-side time that a
-  real S3 would not add: moto reads the *whole object* for every range request); locally the workers'
+  one per patch: pixels, COG blocks, store shards and chunks that this server never touched. The warm-up
+  round has loaded each store array's `shard_indexes` (one object per array and segment, ≈ 1 MB for a 10 m
+  array), as any query of the tile does first. Warm: the same queries again. "First request" is the first
+  warm-up query of a fresh server (catalog index load, imports, opening every COG/array of the series, the
+  store's `shard_indexes`). On S3 the servers keep objects in their own files (s3rver) or in memory /
+  spooled files (moto) that this machine's page cache holds, so "cold" there means a fresh server (no
+  GDAL block cache, no open handles, no chunk ever fetched).
+* S3 API servers: s3rver {s3rver} (Node.js, from the npm registry; answers a range request by reading that
+  range of the object's file, as an object store does) and moto's server mode (reads the *whole object*
+  for every range request: ≈ 35 ms for a 70 MB shard, time that a real object store does not spend).
+* Requests and bytes per query: on S3 counted at the proxy (GET/HEAD and response body bytes; "server N ms"
+  is the mean time the S3 server itself took per query, summed over its requests); locally the workers'
   `/proc/<pid>/io` (read syscalls and bytes read from the block device).
 * xarray-edr has no coordinate transformation and no `area` query: it is queried in UTM at the same
   pixel centres, its area row is a `cube` query with the same 10 × 10 px box over all dates, and it

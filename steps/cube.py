@@ -14,11 +14,19 @@ Layout (below the output root, local directory or ``s3://bucket/prefix``)::
     cube/<tile>/segments/<name>/         one Zarr v3 group per segment, write-once:
         ndvi/ lai/ lai_flags/ cloud_mask/    arrays (time, y, x) on the product's native grid, stored
                                              values (the COGs' integers, scale/offset/nodata in attributes)
+        <array>/shard_indexes              every shard's index in one object (see below)
     cube/<tile>/.lock                    the tile's writer lock (local file systems; S3: a lease object)
 
 Chunking: a segment of ``n`` dates has inner chunks of ``n × 32 × 32`` pixels (zstd, crc32c) gathered in
 shards of ``n × 512 × 512`` (one object each, index at the end). A position read of one array is therefore
-one shard-index read plus one chunk read per segment.
+one shard-index read plus one chunk read per segment. Next to its shards, each array keeps
+``shard_indexes``: the index of every shard (the bytes Zarr's ``sharding_indexed`` codec puts at the end of
+each shard, without their crc32c) concatenated in row-major shard order, zstd-compressed, with a crc32c
+of the compressed bytes appended (≈ 1 MB for a 10 m array of a full tile). A reader loads it once per
+array and segment (``SHARD_INDEX_CACHE_MB`` in all), after which a position read is *one* range request
+per array and segment: on object storage that halves the round trips of a pixel never read before. It is
+derived data: a store without it is read through the shard indexes, and ``cube audit --deep`` checks it
+against them. Zarr ignores it.
 
 Appending without rewriting: each sync writes the dates the catalog has and the store lacks as a new
 segment, then merges the newest segments while the older one is not larger than the newer one (a binary
@@ -66,6 +74,7 @@ FORMAT = "raw2ready-cube/1"
 CUBE_KEYS: tuple[str, ...] = ("ndvi", "lai", "lai_flags", "cloud_mask")
 CHUNK_PX = 32
 SHARD_PX = 512
+_SHARD_INDEX_BYTES = (SHARD_PX // CHUNK_PX) ** 2 * 16  # a shard's index: (offset, nbytes) uint64 per chunk
 ZSTD_LEVEL = 3
 #: fill value of every array: a value no product writes (NDVI/LAI are scaled to ±10000/≤ 15000 with −32768
 #: as no data; flags and classes are < 32 with 255 as no data), so an absent chunk is never mistaken for data
@@ -340,9 +349,13 @@ def _write_segment(storage: Store, tile: str, epsg: str, grids: dict[str, dict[s
             rows, cols = (int(v) for v in grids[key]["shape"])
             fill = SENTINEL[BY_KEY[key].dtype]
 
-            def encode(r0: int, c0: int, block: np.ndarray, key: str = key, fill: int = fill) -> None:
+            indexes: dict[tuple[int, int], bytes] = {}
+
+            def encode(r0: int, c0: int, block: np.ndarray, key: str = key, fill: int = fill,
+                       indexes: dict[tuple[int, int], bytes] = indexes) -> None:
                 data = encode_shard(block, fill)
                 storage.write_bytes(f"{prefix}/{key}/c/0/{r0 // SHARD_PX}/{c0 // SHARD_PX}", data)
+                indexes[(r0 // SHARD_PX, c0 // SHARD_PX)] = data[-_SHARD_INDEX_BYTES - 4:-4]
 
             pending: list[Any] = []
             for r0 in range(0, rows, SHARD_PX):
@@ -356,6 +369,8 @@ def _write_segment(storage: Store, tile: str, epsg: str, grids: dict[str, dict[s
                         pending.pop(0).result()
             for f in pending:
                 f.result()
+            storage.write_bytes(f"{prefix}/{key}/{SHARD_INDEXES}",
+                                encode_shard_indexes([indexes[k] for k in sorted(indexes)]))
             if progress:
                 progress(f"{tile}: segment {name} {key} written ({n} dates)")
     return Segment(name, entries)
@@ -397,6 +412,15 @@ def encode_shard(block: np.ndarray, fill: int) -> bytes:
     raw_index = index.tobytes()
     out += [raw_index, google_crc32c.value(raw_index).to_bytes(4, "little")]
     return b"".join(out)
+
+
+def encode_shard_indexes(indexes: Sequence[bytes]) -> bytes:
+    """The ``shard_indexes`` object of an array: its shards' indexes (row-major shard order), zstd, crc32c."""
+    import google_crc32c
+    from numcodecs import Zstd
+
+    comp = bytes(Zstd(level=ZSTD_LEVEL).encode(b"".join(indexes)))
+    return comp + google_crc32c.value(comp).to_bytes(4, "little")
 
 
 def _commit(storage: Store, man: Manifest, dropped: list[str]) -> None:
@@ -615,9 +639,25 @@ def audit_tile(storage: Store, tile: str, rows: Sequence[IndexRow], *, deep: boo
                         block = np.asarray(arr[:, r0:r0 + SHARD_PX, :])
                         if (block == SENTINEL[block.dtype.name]).any():
                             raise CubeError("missing chunks")
+                    check_shard_indexes(storage, tile, seg.name, key)
                 except Exception as exc:  # any failure to decode is a finding, not a crash
                     out.broken.append(f"{seg.name}/{key}: {type(exc).__name__}: {exc}")
     return out
+
+
+def check_shard_indexes(storage: Store, tile: str, name: str, key: str) -> None:
+    """``CubeError`` unless the array's ``shard_indexes`` object (when it has one) equals its shards' own
+    indexes."""
+    arr = DirectArray.open(_Bytes(storage, segment_prefix(tile, name)), key)
+    if arr is None:
+        return
+    whole = arr._load_all()
+    if whole is None:
+        return
+    for sy in range(arr.grid_shards[0]):
+        for sx in range(arr.grid_shards[1]):
+            if not np.array_equal(whole[sy, sx], arr._shard_index(sy, sx)):
+                raise CubeError(f"{key}/{SHARD_INDEXES}: shard ({sy}, {sx}) differs from the shard's own index")
 
 
 def audit(storage: Store, *, deep: bool = False) -> list[CubeAudit]:
@@ -709,6 +749,8 @@ def _s3_lease(storage: S3Storage, tile: str, wait_s: float) -> Iterator[None]:
 _INDEX_ENTRY = np.dtype([("offset", "<u8"), ("nbytes", "<u8")])
 _EMPTY = np.uint64(2**64 - 1)
 _INDEX_CACHE = 8192  # shard indexes kept per reader (4 KiB each at 16 × 16 chunks per shard)
+SHARD_INDEXES = "shard_indexes"
+SHARD_INDEX_CACHE_MB = 256  # whole-array indexes held per process (≈ 2 MB per 10 m array and segment)
 
 
 class _Bytes:
@@ -770,6 +812,9 @@ class DirectArray:
         self._zstd = Zstd()
         self._indexes: dict[tuple[int, int], np.ndarray] = {}
         self._lock = threading.Lock()
+        self.grid_shards = tuple(-(-s // c) for s, c in zip(self.shape[1:], self.shard[1:], strict=True))
+        self._all: np.ndarray | None = None  # every shard's index, from ``shard_indexes``
+        self._all_state = "unknown"  # → "loaded" (or evicted: "unknown" again) / "absent"
 
     @classmethod
     def open(cls, src: _Bytes, key: str) -> DirectArray | None:
@@ -799,7 +844,46 @@ class DirectArray:
             raise CubeError(f"{what}: crc32c mismatch (damaged; run `raw2ready cube audit --deep`)")
         return data[:-4]
 
+    def _load_all(self) -> np.ndarray | None:
+        """Every shard's index from the array's ``shard_indexes`` object (None when the store has none)."""
+        with self._lock:
+            if self._all_state == "absent":
+                return None
+            if self._all is not None:
+                _WHOLE_INDEXES.touch(self)
+                return self._all
+        path = f"{self.key}/{SHARD_INDEXES}"
+        try:
+            raw = self.src.whole(path)
+        except FileNotFoundError:  # a store written before the file existed (obstore's NotFoundError too)
+            with self._lock:
+                self._all_state = "absent"
+            return None
+        except OSError as exc:
+            raise CubeError(f"{path}: unreadable ({exc})") from exc
+        data = self._zstd.decode(self._checked(raw, path))
+        per = self.per_shard[1:]
+        want = self.grid_shards[0] * self.grid_shards[1] * per[0] * per[1] * _INDEX_ENTRY.itemsize
+        if len(data) != want:
+            raise CubeError(f"{path}: {len(data)} bytes, expected {want} (damaged; run `raw2ready cube audit --deep`)")
+        whole = np.frombuffer(data, dtype=_INDEX_ENTRY).reshape(*self.grid_shards, *per)
+        with self._lock:
+            self._all, self._all_state = whole, "loaded"
+        _WHOLE_INDEXES.add(self, whole.nbytes)
+        return whole
+
+    def _evict_all(self) -> None:
+        with self._lock:
+            self._all, self._all_state = None, "unknown"
+
     def _index(self, sy: int, sx: int) -> np.ndarray:
+        whole = self._load_all()
+        if whole is not None:
+            return whole[sy, sx]
+        return self._shard_index(sy, sx)
+
+    def _shard_index(self, sy: int, sx: int) -> np.ndarray:
+        """The index at the end of shard (sy, sx), cached."""
         with self._lock:
             idx = self._indexes.get((sy, sx))
         if idx is not None:
@@ -836,14 +920,52 @@ class DirectArray:
         out = np.empty((self.shape[0], h, w), dtype=self.dtype.newbyteorder("="))
         if h == 0 or w == 0:
             return out
-        for cy in range(r0 // ch, (r0 + h - 1) // ch + 1):
-            for cx in range(c0 // cw, (c0 + w - 1) // cw + 1):
-                block = self._chunk(cy, cx)
-                y0, y1 = max(r0, cy * ch), min(r0 + h, (cy + 1) * ch)
-                x0, x1 = max(c0, cx * cw), min(c0 + w, (cx + 1) * cw)
-                out[:, y0 - r0:y1 - r0, x0 - c0:x1 - c0] = block[:, y0 - cy * ch:y1 - cy * ch,
-                                                                 x0 - cx * cw:x1 - cx * cw]
+        cells = [(cy, cx) for cy in range(r0 // ch, (r0 + h - 1) // ch + 1)
+                 for cx in range(c0 // cw, (c0 + w - 1) // cw + 1)]
+        # several chunks over the network: their range requests in parallel (one round trip, not one each)
+        remote = self.src.remote is not None and len(cells) > 1
+        blocks = (_CHUNK_POOL.map if remote else map)(lambda c: self._chunk(*c), cells)
+        for (cy, cx), block in zip(cells, blocks, strict=True):
+            y0, y1 = max(r0, cy * ch), min(r0 + h, (cy + 1) * ch)
+            x0, x1 = max(c0, cx * cw), min(c0 + w, (cx + 1) * cw)
+            out[:, y0 - r0:y1 - r0, x0 - c0:x1 - c0] = block[:, y0 - cy * ch:y1 - cy * ch,
+                                                             x0 - cx * cw:x1 - cx * cw]
         return out
+
+
+class _IndexBudget:
+    """The whole-array indexes held in this process, least recently used dropped beyond ``max_bytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._held: dict[int, tuple[DirectArray, int]] = {}  # insertion order = least recently used first
+        self._lock = threading.Lock()
+
+    def add(self, arr: DirectArray, nbytes: int) -> None:
+        with self._lock:
+            self._held.pop(id(arr), None)
+            self._held[id(arr)] = (arr, nbytes)
+            total = sum(n for _a, n in self._held.values())
+            drop = []
+            for k, (a, n) in self._held.items():
+                if total <= self.max_bytes or a is arr:
+                    break
+                drop.append((k, a))
+                total -= n
+            for k, _a in drop:
+                del self._held[k]
+        for _k, a in drop:
+            a._evict_all()
+
+    def touch(self, arr: DirectArray) -> None:
+        with self._lock:
+            held = self._held.pop(id(arr), None)
+            if held is not None:
+                self._held[id(arr)] = held
+
+
+_WHOLE_INDEXES = _IndexBudget(SHARD_INDEX_CACHE_MB * 2**20)
+_CHUNK_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cube-chunks")
 
 
 class _ZarrArray:

@@ -143,6 +143,136 @@ def test_direct_chunk_reads_equal_zarr_across_chunk_and_shard_edges(processed: P
                     np.testing.assert_array_equal(direct.read(r0, c0, h, w), ref[:, r0:r0 + h, c0:c0 + w])
 
 
+def test_a_new_pixel_is_one_range_request_per_array_once_the_shard_indexes_are_loaded(
+        processed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``shard_indexes`` holds every shard's own index; with it a pixel never read before costs one range
+    read (no shard-index read); without it (an older store) the shard indexes are read and values agree."""
+    from steps import cube
+    from steps.storage import open_storage
+
+    calls: list[tuple[str, str]] = []
+    for name in ("whole", "tail", "range"):
+        orig = getattr(cube._Bytes, name)
+
+        def counted(self: Any, path: str, *a: Any, _orig: Any = orig, _name: str = name) -> Any:
+            calls.append((_name, path))
+            return _orig(self, path, *a)
+
+        monkeypatch.setattr(cube._Bytes, name, counted)
+    root = _copy(processed, tmp_path)
+    storage = open_storage(str(root))
+    rows = _by_tile(root)["47PPR"]
+    ndvi = {r["id"]: _cog(root, r, "ndvi") for r in rows}
+    seg = _manifest(root, "47PPR")["segments"][0]["name"]
+    for key in KEYS:
+        assert (root / "cube" / "47PPR" / "segments" / seg / key / cube.SHARD_INDEXES).is_file(), key
+        cube.check_shard_indexes(storage, "47PPR", seg, key)  # equal to the shards' own indexes
+
+    reader = cube.CubeReader(storage)
+    where = reader.held("47PPR", {r["id"]: r["checksums"] for r in rows}, "ndvi")
+    reader.read("47PPR", "ndvi", where, 3, 3, 1, 1)  # opens the array, loads its shard_indexes
+    assert ("whole", f"ndvi/{cube.SHARD_INDEXES}") in calls
+    for r0, c0 in ((40, 70), (100, 9), (70, 110)):  # chunks not read before
+        calls.clear()
+        got = reader.read("47PPR", "ndvi", where, r0, c0, 1, 1)
+        assert calls == [("range", f"ndvi/c/0/{r0 // cube.SHARD_PX}/{c0 // cube.SHARD_PX}")], (calls, where)
+        for r in rows:
+            assert got[r["id"]][0, 0] == ndvi[r["id"]][r0, c0]
+
+    for key in KEYS:  # a store without the file: per-shard indexes, same values
+        (root / "cube" / "47PPR" / "segments" / seg / key / cube.SHARD_INDEXES).unlink()
+    reader = cube.CubeReader(storage)
+    calls.clear()
+    got = reader.read("47PPR", "ndvi", where, 70, 110, 1, 1)
+    assert [c[0] for c in calls if c[0] != "whole"] == ["tail", "range"], calls
+    for r in rows:
+        assert got[r["id"]][0, 0] == ndvi[r["id"]][70, 110]
+    assert run_cli("cube", "audit", "--out", str(root), "--deep").returncode == 0
+
+
+def test_a_window_over_several_chunks_of_a_remote_store_reads_them_in_parallel(processed: Path) -> None:
+    """On object storage each chunk is a round trip: an area over 2 × 2 chunks issues its four range
+    requests at once (a local store reads them in turn), and the values are the same."""
+    import threading
+
+    from steps import cube
+    from steps.storage import open_storage
+
+    storage = open_storage(str(processed))
+    seg = _manifest(processed, "47PPR")["segments"][0]["name"]
+    local = cube.DirectArray.open(cube._Bytes(storage, cube.segment_prefix("47PPR", seg)), "ndvi")
+    assert local is not None
+
+    class SlowRemote:
+        """The local bytes, answered like a remote store: a range request waits (up to 5 s) until
+        ``expect`` requests are in flight, so requests issued one after another see only themselves."""
+
+        remote = True
+
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.active, self.most, self.expect = inner, 0, 0, 4
+            self.cond = threading.Condition()
+
+        def whole(self, path: str) -> bytes:
+            return bytes(self.inner.whole(path))
+
+        def range(self, path: str, start: int, length: int) -> bytes:
+            with self.cond:
+                self.active += 1
+                self.most = max(self.most, self.active)
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: self.active >= self.expect, timeout=5)
+            data = bytes(self.inner.range(path, start, length))
+            with self.cond:
+                self.active -= 1
+            return data
+
+    slow = SlowRemote(local.src)
+    remote = cube.DirectArray.open(slow, "ndvi")  # type: ignore[arg-type]
+    assert remote is not None
+    got = remote.read(30, 62, 5, 5)  # chunks (0, 1), (0, 2), (1, 1), (1, 2)
+    np.testing.assert_array_equal(got, local.read(30, 62, 5, 5))
+    assert slow.most == 4, slow.most
+    slow.most, slow.expect = 0, 1
+    remote.read(40, 40, 3, 3)  # one chunk: one request
+    assert slow.most == 1
+
+
+def test_a_damaged_or_wrong_shard_indexes_file_is_refused_and_found_by_the_deep_audit(
+        processed: Path, tmp_path: Path) -> None:
+    from numcodecs import Zstd
+
+    from steps import cube
+    from steps.storage import open_storage
+
+    root = _copy(processed, tmp_path)
+    storage = open_storage(str(root))
+    rows = _by_tile(root)["47PPR"]
+    seg = _manifest(root, "47PPR")["segments"][0]["name"]
+    path = root / "cube" / "47PPR" / "segments" / seg / "ndvi" / cube.SHARD_INDEXES
+    good = path.read_bytes()
+    damaged = bytearray(good)
+    damaged[5] ^= 0x10
+    path.write_bytes(bytes(damaged))
+    reader = cube.CubeReader(storage)
+    where = reader.held("47PPR", {r["id"]: r["checksums"] for r in rows}, "ndvi")
+    with pytest.raises(cube.CubeError, match="crc32c"):
+        reader.read("47PPR", "ndvi", where, 5, 5, 1, 1)
+    deep = run_cli("cube", "audit", "--out", str(root), "--deep")
+    assert deep.returncode == 4 and f"broken: {seg}/ndvi" in deep.stdout, deep.stdout
+
+    # well-formed (crc right) but not the shards' indexes: two chunks' entries swapped
+    entries = np.frombuffer(Zstd().decode(good[:-4]), dtype=[("offset", "<u8"), ("nbytes", "<u8")]).copy()
+    entries[[0, 1]] = entries[[1, 0]]
+    path.write_bytes(cube.encode_shard_indexes([entries.tobytes()]))
+    with pytest.raises(cube.CubeError, match="differs"):
+        cube.check_shard_indexes(storage, "47PPR", seg, "ndvi")
+    deep = run_cli("cube", "audit", "--out", str(root), "--deep")
+    assert deep.returncode == 4 and "differs from the shard's own index" in deep.stdout, deep.stdout
+    assert run_cli("cube", "rebuild", "--out", str(root), "--tile", "47PPR").returncode == 0
+    assert run_cli("cube", "audit", "--out", str(root), "--deep").returncode == 0
+
+
 def test_a_damaged_chunk_is_refused_by_the_reader_and_the_server_answers_from_the_cogs(
         processed: Path, tmp_path: Path) -> None:
     from steps.cube import CubeError, CubeReader

@@ -130,6 +130,30 @@ def test_area_across_the_overlap_splits_pixels_at_the_midpoint_between_tile_cent
     assert by_item["A2"][0] == {600545.0, 600555.0, 600565.0, 600575.0, 600585.0, 600595.0}
 
 
+def test_responses_are_written_by_orjson_as_pygeoapi_would_write_them(overlap_catalog: Path) -> None:
+    """coverage_json (installed into pygeoapi's EDR module) reads back as the same document as pygeoapi's
+    own to_json, escapes < and > like it, and hands what orjson refuses to it."""
+    import pygeoapi.api.environmental_data_retrieval as edr_api
+    from pygeoapi.util import to_json
+
+    from steps.edr.app import coverage_json, install_coverage_json
+
+    a, b = _lonlat(600541.0, 1599700.0), _lonlat(600599.0, 1599641.0)
+    docs = [_provider(overlap_catalog).query(query_type="cube", bbox=[a.x, b.y, b.x, a.y], datetime_="../..",
+                                             select_properties=None),
+            _provider(overlap_catalog).query(query_type="position", wkt=_lonlat(600005.0, 1599995.0),
+                                             datetime_="../..", select_properties=[]),
+            {"x": [0.1, 1e-05, 123456789.123, -0.0, None, 2**40], "t": "<script>"}]
+    for doc in docs:
+        text = coverage_json(doc)
+        assert json.loads(text) == json.loads(to_json(doc)) and "<" not in text and ">" not in text
+    assert None in docs[0]["coverages"][0]["ranges"]["ndvi"]["values"]  # nulls went through
+    assert coverage_json({"big": 2**70}) == to_json({"big": 2**70})  # beyond orjson: pygeoapi's writer
+    assert coverage_json(docs[1], pretty=True) == to_json(docs[1], True)
+    install_coverage_json()
+    assert edr_api.to_json is coverage_json
+
+
 def test_nodata_pixel_is_null(overlap_catalog: Path) -> None:
     doc = _provider(overlap_catalog).query(query_type="position", wkt=_lonlat(600005.0, 1599995.0),
                                            datetime_="../..", select_properties=[])

@@ -365,7 +365,7 @@ def to_physical(raw: np.ndarray, p: Product) -> list[Any]:
         phys = np.round(flat.astype(np.float64) * p.scale + p.offset, 10)
     if not nodata.any():
         return list(phys.tolist())
-    vals = np.array(phys.tolist(), dtype=object)  # Python ints/floats, so that None can take their place
+    vals = phys.astype(object)  # Python ints/floats, so that None can take their place
     vals[nodata] = None
     return list(vals.tolist())
 
@@ -478,20 +478,28 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
         """Per acquisition, the covering items as (distance of the reference point to the tile centre in
         metres, tile, item, coverage info)."""
         groups: dict[tuple[str, str], list[tuple[float, str, IndexItem, Any]]] = defaultdict(list)
+        # the index shares one grid instance per distinct grid: a tile's dates cost one test, not one each
+        seen: dict[tuple[int, int], tuple[float, Any] | None] = {}
         for i in index.select(trange.start, trange.end, shape.lonlat_bounds(), params):
             item = index.items[i]
             grid = self._primary(item, params)
             if grid is None:
                 log.warning("item %s has no grid for %s in the index; rebuild the catalog", item.id, params)
                 continue
-            hit = covers(item, grid)
-            if hit is None:
-                continue
-            info, (x, y) = hit
-            cx, cy = grid.centre
-            # compared to the metre, so that a point midway between two centres is a tie (→ tile id)
-            dist = round(math.hypot(x - cx, y - cy)) if math.isfinite(x) and math.isfinite(y) else math.inf
-            groups[item.acquisition].append((dist, item.tile, item, info))
+            key = (item.epsg, id(grid))
+            if key not in seen:
+                hit = covers(item, grid)
+                if hit is None:
+                    seen[key] = None
+                else:
+                    info, (x, y) = hit
+                    cx, cy = grid.centre
+                    # compared to the metre, so that a point midway between two centres is a tie (→ tile id)
+                    finite = math.isfinite(x) and math.isfinite(y)
+                    seen[key] = (round(math.hypot(x - cx, y - cy)) if finite else math.inf, info)
+            got = seen[key]
+            if got is not None:
+                groups[item.acquisition].append((got[0], item.tile, item, got[1]))
         return groups
 
     def _choose(self, index: CatalogIndex, shape: QueryShape, trange: TimeRange, params: list[str],
@@ -626,9 +634,17 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
         reqs: list[WindowRead] = []
         tags: list[tuple[IndexItem, str]] = []
         slots: list[tuple[int, str]] = []
+        pixels: dict[tuple[int, float, float], tuple[int, int] | None] = {}  # per shared grid instance
+
+        def pixel(grid: RasterGrid, x: float, y: float) -> tuple[int, int] | None:
+            key = (id(grid), x, y)
+            if key not in pixels:
+                pixels[key] = pixel_of(grid, x, y)
+            return pixels[key]
+
         for ti, (item, (x, y)) in enumerate(chosen):
             for k in params:
-                rc = pixel_of(item.grids[k], x, y) if k in item.grids and k in item.assets else None
+                rc = pixel(item.grids[k], x, y) if k in item.grids and k in item.assets else None
                 if rc is None:  # asset missing, or a coarser grid ends before the finer one: no value
                     continue
                 reqs.append(WindowRead(item.assets[k], rc[0], rc[1], 1, 1))
