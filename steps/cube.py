@@ -74,7 +74,6 @@ FORMAT = "raw2ready-cube/1"
 CUBE_KEYS: tuple[str, ...] = ("ndvi", "lai", "lai_flags", "cloud_mask")
 CHUNK_PX = 32
 SHARD_PX = 512
-_SHARD_INDEX_BYTES = (SHARD_PX // CHUNK_PX) ** 2 * 16  # a shard's index: (offset, nbytes) uint64 per chunk
 ZSTD_LEVEL = 3
 #: fill value of every array: a value no product writes (NDVI/LAI are scaled to ±10000/≤ 15000 with −32768
 #: as no data; flags and classes are < 32 with 255 as no data), so an absent chunk is never mistaken for data
@@ -353,9 +352,9 @@ def _write_segment(storage: Store, tile: str, epsg: str, grids: dict[str, dict[s
 
             def encode(r0: int, c0: int, block: np.ndarray, key: str = key, fill: int = fill,
                        indexes: dict[tuple[int, int], bytes] = indexes) -> None:
-                data = encode_shard(block, fill)
+                data, index = encode_shard(block, fill)
                 storage.write_bytes(f"{prefix}/{key}/c/0/{r0 // SHARD_PX}/{c0 // SHARD_PX}", data)
-                indexes[(r0 // SHARD_PX, c0 // SHARD_PX)] = data[-_SHARD_INDEX_BYTES - 4:-4]
+                indexes[(r0 // SHARD_PX, c0 // SHARD_PX)] = index
 
             pending: list[Any] = []
             for r0 in range(0, rows, SHARD_PX):
@@ -376,7 +375,7 @@ def _write_segment(storage: Store, tile: str, epsg: str, grids: dict[str, dict[s
     return Segment(name, entries)
 
 
-def encode_shard(block: np.ndarray, fill: int) -> bytes:
+def encode_shard(block: np.ndarray, fill: int) -> tuple[bytes, bytes]:
     """One shard file of the layout :func:`_create_arrays` declares, for the data ``block`` (dates, h, w) with
     h, w ≤ ``SHARD_PX`` (a shard at the array's edge is smaller).
 
@@ -386,6 +385,7 @@ def encode_shard(block: np.ndarray, fill: int) -> bytes:
     chunk in C order of the shard's chunk grid (2⁶⁴−1 twice for a chunk not written), with its own crc32c.
     Written here rather than through zarr's array API, which spends ~1 ms of asyncio per chunk (minutes per
     full-size date); zarr reads these files (the tests and ``cube audit --deep`` read every chunk with it).
+    Returns the file and its index (without the crc32c), for the array's ``shard_indexes``.
     """
     import google_crc32c
     from numcodecs import Zstd
@@ -411,7 +411,7 @@ def encode_shard(block: np.ndarray, fill: int) -> bytes:
             offset += len(comp) + 4
     raw_index = index.tobytes()
     out += [raw_index, google_crc32c.value(raw_index).to_bytes(4, "little")]
-    return b"".join(out)
+    return b"".join(out), raw_index
 
 
 def encode_shard_indexes(indexes: Sequence[bytes]) -> bytes:
@@ -649,15 +649,8 @@ def check_shard_indexes(storage: Store, tile: str, name: str, key: str) -> None:
     """``CubeError`` unless the array's ``shard_indexes`` object (when it has one) equals its shards' own
     indexes."""
     arr = DirectArray.open(_Bytes(storage, segment_prefix(tile, name)), key)
-    if arr is None:
-        return
-    whole = arr._load_all()
-    if whole is None:
-        return
-    for sy in range(arr.grid_shards[0]):
-        for sx in range(arr.grid_shards[1]):
-            if not np.array_equal(whole[sy, sx], arr._shard_index(sy, sx)):
-                raise CubeError(f"{key}/{SHARD_INDEXES}: shard ({sy}, {sx}) differs from the shard's own index")
+    if arr is not None:
+        arr.check_shard_indexes()
 
 
 def audit(storage: Store, *, deep: bool = False) -> list[CubeAudit]:
@@ -813,8 +806,8 @@ class DirectArray:
         self._indexes: dict[tuple[int, int], np.ndarray] = {}
         self._lock = threading.Lock()
         self.grid_shards = tuple(-(-s // c) for s, c in zip(self.shape[1:], self.shard[1:], strict=True))
-        self._all: np.ndarray | None = None  # every shard's index, from ``shard_indexes``
-        self._all_state = "unknown"  # → "loaded" (or evicted: "unknown" again) / "absent"
+        self._all: np.ndarray | None = None  # every shard's index, from ``shard_indexes`` (None: not loaded)
+        self._no_all = False  # the store has no ``shard_indexes`` for this array
 
     @classmethod
     def open(cls, src: _Bytes, key: str) -> DirectArray | None:
@@ -847,17 +840,17 @@ class DirectArray:
     def _load_all(self) -> np.ndarray | None:
         """Every shard's index from the array's ``shard_indexes`` object (None when the store has none)."""
         with self._lock:
-            if self._all_state == "absent":
+            if self._no_all:
                 return None
-            if self._all is not None:
-                _WHOLE_INDEXES.touch(self)
-                return self._all
+            whole = self._all
+        if whole is not None:
+            _WHOLE_INDEXES.touch(self)
+            return whole
         path = f"{self.key}/{SHARD_INDEXES}"
         try:
             raw = self.src.whole(path)
         except FileNotFoundError:  # a store written before the file existed (obstore's NotFoundError too)
-            with self._lock:
-                self._all_state = "absent"
+            self._no_all = True
             return None
         except OSError as exc:
             raise CubeError(f"{path}: unreadable ({exc})") from exc
@@ -868,13 +861,24 @@ class DirectArray:
             raise CubeError(f"{path}: {len(data)} bytes, expected {want} (damaged; run `raw2ready cube audit --deep`)")
         whole = np.frombuffer(data, dtype=_INDEX_ENTRY).reshape(*self.grid_shards, *per)
         with self._lock:
-            self._all, self._all_state = whole, "loaded"
+            self._all = whole
         _WHOLE_INDEXES.add(self, whole.nbytes)
         return whole
 
     def _evict_all(self) -> None:
         with self._lock:
-            self._all, self._all_state = None, "unknown"
+            self._all = None
+
+    def check_shard_indexes(self) -> None:
+        """``CubeError`` unless ``shard_indexes`` (when the store has it) equals every shard's own index."""
+        whole = self._load_all()
+        if whole is None:
+            return
+        for sy in range(self.grid_shards[0]):
+            for sx in range(self.grid_shards[1]):
+                if not np.array_equal(whole[sy, sx], self._shard_index(sy, sx)):
+                    raise CubeError(f"{self.key}/{SHARD_INDEXES}: shard ({sy}, {sx}) differs from the shard's "
+                                    "own index")
 
     def _index(self, sy: int, sx: int) -> np.ndarray:
         whole = self._load_all()

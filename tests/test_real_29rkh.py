@@ -172,7 +172,7 @@ def test_the_real_scene_enters_the_time_series_store_with_the_cogs_values(
     import zarr
     import zarr.storage
 
-    from steps.cube import CubeReader
+    from steps.cube import SHARD_INDEXES, CubeReader, check_shard_indexes
     from steps.storage import open_storage
 
     out, item, folder = run_29rkh
@@ -190,3 +190,6 @@ def test_the_real_scene_enters_the_time_series_store_with_the_cogs_values(
         where = reader.held("29RKH", {item["id"]: sums}, key)
         np.testing.assert_array_equal(reader.read("29RKH", key, where, 30, 40, 50, 60)[item["id"]],
                                       cog[30:80, 40:100], err_msg=key)
+        # the one-object index of every shard, which the reader used above, equals the shards' own indexes
+        assert (out / "cube" / "29RKH" / "segments" / seg["name"] / key / SHARD_INDEXES).is_file(), key
+        check_shard_indexes(open_storage(str(out)), "29RKH", seg["name"], key)

@@ -681,16 +681,11 @@ class Raw2ReadyEDRProvider(BaseEDRProvider):
                 utm_cache[grid] = g
             return utm_cache[grid]
 
-        hits: dict[int, Any] = {}  # per grid instance (the index shares one per distinct grid)
-
-        def covers(item: IndexItem, grid: RasterGrid) -> Any:
-            key = id(grid)
-            if key not in hits:
-                g = geom_in(grid)
-                win = None if g.is_empty else window_for_bounds(grid, g.bounds)
-                c = None if win is None else g.centroid
-                hits[key] = None if win is None or c is None else (win, (float(c.x), float(c.y)))
-            return hits[key]
+        def covers(item: IndexItem, grid: RasterGrid) -> Any:  # once per grid instance (_candidates)
+            g = geom_in(grid)
+            win = None if g.is_empty else window_for_bounds(grid, g.bounds)
+            c = None if win is None else g.centroid
+            return None if win is None or c is None else (win, (float(c.x), float(c.y)))
 
         acquisitions = self._candidates(index, shape, trange, params, covers)
         if not acquisitions:
