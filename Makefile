@@ -31,7 +31,7 @@ test-fast: $(STAMP) ## the suite without tests marked slow
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff + mypy
-	$(VENV)/bin/ruff check steps workflows synthesizer tests bench tools
+	$(VENV)/bin/ruff check steps workflows synthesizer tests bench tools images
 	$(VENV)/bin/mypy
 
 render: $(STAMP) ## regenerate manifests/base/generated from the step contracts (Hera)
@@ -40,7 +40,13 @@ render: $(STAMP) ## regenerate manifests/base/generated from the step contracts 
 bench: $(STAMP) ## run the benchmarks (full-size tiles; minutes)
 	$(PY) bench/run_all.py
 
+lock: $(STAMP) ## regenerate the images' hash-pinned lock files (images/*/requirements.lock; uv, needs PyPI)
+	$(PY) images/lock.py
+
+soak: $(STAMP) ## the full queue soak at Thailand scale (~30 min on 2 cores; result: docs/SOAK.md)
+	$(PY) bench/soak_queue.py --full
+
 clean: ## remove the demo output and caches (keeps .venv)
 	rm -rf raw2ready-demo .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup demo test test-fast lint render bench clean
+.PHONY: help setup demo test test-fast lint render bench lock clean

@@ -385,13 +385,15 @@ def _make_step_command(name: str) -> click.Command:
     def callback(outputs_dir: Path | None, **kwargs: Any) -> None:
         from pydantic import ValidationError
 
+        from steps.failures import run_step
         from steps.settings import get_settings
 
         try:
             inputs = st.Inputs(**kwargs)
         except ValidationError as exc:
             raise UsageError(str(exc).splitlines()[0]) from exc
-        result = st.run(inputs, get_settings())
+        # run_step records a per-scene failure (failures/<scene_id>.json) exactly as the local runner does
+        result = run_step(st, inputs, get_settings())
         click.echo(write_outputs(result, outputs_dir))
 
     return click.Command(name, params=params, callback=callback, help=st.description)

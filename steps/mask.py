@@ -18,6 +18,7 @@ from pydantic import Field
 from steps.catalog import record_skip, work_folder
 from steps.contract import Resources, Step, StepInputs, StepOutputs
 from steps.errors import InvalidInputError
+from steps.failures import clear_failure
 from steps.products import CLOUD_MASK
 from steps.raster import BandRead, read_bands, write_gtiff
 from steps.scene import Scene, load_scene
@@ -167,13 +168,11 @@ def run_mask(inputs: MaskInputs, settings: Settings) -> MaskOutputs:
     if valid == 0 or frac == 0.0:
         # nothing later in the DAG runs for this scene: drop its work folder now
         storage.delete_prefix(work_folder(scene.scene_id))
-    if valid == 0:
-        record_skip(storage, scene_dict, "no valid pixels (outside the swath)", {"mask_method": method})
-        log.info("%s: skipped, no valid pixels", scene.scene_id)
-        return MaskOutputs(cloud_mask="", clear_fraction=0.0, method=method, provenance=prov, status="skipped")
-    if frac == 0.0:
-        record_skip(storage, scene_dict, "fully clouded: no clear pixel", {"mask_method": method})
-        log.info("%s: skipped, fully clouded", scene.scene_id)
+    if valid == 0 or frac == 0.0:
+        reason = "no valid pixels (outside the swath)" if valid == 0 else "fully clouded: no clear pixel"
+        record_skip(storage, scene_dict, reason, {"mask_method": method})
+        clear_failure(storage, scene.scene_id)  # after the commit point (the skip record): no longer failed
+        log.info("%s: skipped, %s", scene.scene_id, reason)
         return MaskOutputs(cloud_mask="", clear_fraction=0.0, method=method, provenance=prov, status="skipped")
     href = write_gtiff(storage, join(work_folder(scene.scene_id), "cloud_mask.tif"), mask, scene.grid(20),
                        CLOUD_MASK)

@@ -28,6 +28,16 @@ heartbeats flowing and receives the thread's outcome through ``add_callback_thre
   (1) → publish to ``Q.dlx`` with headers ``x-raw2ready-reason`` and ``x-raw2ready-exit-code``, then ack.
 
 Publish-then-ack means a crash in between leaves a duplicate, never a loss; duplicates are deduplicated.
+
+Broker loss (the broker stopped or killed, a connection reset): the worker and the publisher reconnect with
+exponential back-off (:func:`backoff_delay`: 1 s doubling to a 30 s cap, with jitter; after
+``reconnect_attempts`` consecutive failures they give up with ``TransientError``, exit 75). Only a lost
+connection is retried this way: a broker that does not answer the *first* connection still fails at once
+(exit 75), as before. Deliveries die with their channel: an order still running when the connection
+dropped keeps running, its outcome is never acted on with its old delivery tag; the broker redelivers the
+message, and the redelivery is attached to the running order (or settled with its outcome if it already
+finished) instead of running it a second time. A redelivery that lands in another worker finds the done
+record (the order's effect happens once).
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import signal
 import threading
 import time
@@ -107,6 +118,29 @@ def _safe_url(url: str) -> str:
     return f"{p.hostname or '?'}:{p.port or 5672}"
 
 
+# Exceptions that mean "the connection (or its channel) is gone": reconnect, never a verdict on an order.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPConnectionError,  # incl. ConnectionClosedByBroker (broker stopping), StreamLostError
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.ChannelWrongStateError,
+    pika.exceptions.ChannelClosed,
+)
+# ... plus a failed (re)connect, which connect() reports as TransientError caused by AMQPConnectionError.
+_LOST_OR_UNREACHABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TransientError)
+RECONNECT_ATTEMPTS = 10  # consecutive failed reconnects before giving up (exit 75)
+RECONNECT_FIRST_S = 1.0  # first back-off delay, seconds
+RECONNECT_MAX_S = 30.0  # back-off cap, seconds
+
+
+def backoff_delay(attempt: int, first: float = RECONNECT_FIRST_S, cap: float = RECONNECT_MAX_S,
+                  rng: random.Random | None = None) -> float:
+    """Seconds to wait before reconnect ``attempt`` (1-based): ``min(cap, first·2^(attempt-1))`` with "equal
+    jitter" (a uniform draw in the upper half), so that many workers that lost one broker do not reconnect
+    in lock-step."""
+    d = min(cap, first * 2 ** max(0, attempt - 1))
+    return d / 2 + (rng or random).uniform(0, d / 2)
+
+
 def connect(url: str, *, heartbeat: int = 30) -> pika.BlockingConnection:
     """Open a blocking connection; an unreachable broker is a ``TransientError`` (exit 75)."""
     params = pika.URLParameters(url)
@@ -156,6 +190,19 @@ def order_properties(order: WorkOrder, headers: dict[str, Any] | None = None) ->
                            type=MESSAGE_TYPE, app_id="raw2ready", headers=dict(headers or {}))
 
 
+@dataclass
+class PublishReport:
+    """What :func:`publish_report` did: ``confirmed`` orders (= the orders given, on success), ``sent``
+    publishes (confirmed + republished), ``republished`` messages sent again after a lost connection (their
+    first copy may or may not be in the queue: a duplicate the worker deduplicates), ``reconnects``."""
+
+    confirmed: int = 0
+    sent: int = 0
+    republished: int = 0
+    reconnects: int = 0
+    seconds: float = 0.0
+
+
 def publish_orders(orders: Iterable[WorkOrder], *, url: str | None = None, queue: str | None = None,
                    settings: Settings | None = None, recheck: bool = False) -> int:
     """Declare the topology and publish each order (persistent, publisher confirms, mandatory routing).
@@ -166,35 +213,92 @@ def publish_orders(orders: Iterable[WorkOrder], *, url: str | None = None, queue
 
     Returns the number of orders published, once the broker has confirmed every message. A nack or an
     unroutable message is a ``TransientError`` (nothing is lost: publishing the same orders again is
-    deduplicated by the worker).
+    deduplicated by the worker). A connection lost midway is reconnected (see :func:`publish_report`).
+    """
+    return publish_report(orders, url=url, queue=queue, settings=settings, recheck=recheck).confirmed
+
+
+def publish_report(orders: Iterable[WorkOrder], *, url: str | None = None, queue: str | None = None,
+                   settings: Settings | None = None, recheck: bool = False,
+                   reconnect_attempts: int = RECONNECT_ATTEMPTS, reconnect_first_s: float = RECONNECT_FIRST_S,
+                   reconnect_max_s: float = RECONNECT_MAX_S) -> PublishReport:
+    """:func:`publish_orders` with its counts. Each publish waits for its confirm (one at a time), so when
+    the connection drops, every order before the current one is confirmed and the current one is in doubt:
+    after reconnecting (back-off as the worker's) publishing resumes *at* the order in doubt, which is then
+    counted as republished. ``reconnect_attempts`` consecutive failed reconnects raise ``TransientError``;
+    the first connection is not retried (an unreachable broker fails at once, exit 75).
     """
     s = settings or get_settings()
     url, queue = url or s.broker_url, queue or s.queue_name
     topo = Topology(queue)
+    todo = list(orders)
+    rep = PublishReport()
     t0 = time.monotonic()
-    n = 0
     conn = connect(url)
+    failures = 0
+    in_doubt = False  # the order at rep.confirmed was sent on a connection that died before its confirm
     try:
-        ch = conn.channel()
-        declare_topology(ch, topo)
-        ch.confirm_delivery()
-        for order in orders:
+        while True:
             try:
-                props = order_properties(order, {HDR_RECHECK: 1} if recheck else None)
-                ch.basic_publish("", topo.queue, order.canonical(), props, mandatory=True)
-            except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
-                raise TransientError(f"broker did not accept order {order.message_id}: {exc}") from exc
-            n += 1
-            if n % 500 == 0:
-                log.info("published %d orders", n)
-    except pika.exceptions.AMQPConnectionError as exc:
-        raise TransientError(f"lost the connection to RabbitMQ after {n} orders: {exc}") from exc
+                if not conn.is_open:
+                    conn = connect(url)
+                ch = conn.channel()
+                declare_topology(ch, topo)
+                ch.confirm_delivery()
+                if failures:
+                    log.info("reconnected to RabbitMQ at %s after %d attempt(s): resuming at order %d of %d",
+                             _safe_url(url), failures, rep.confirmed + 1, len(todo))
+                    failures = 0
+                while rep.confirmed < len(todo):
+                    order = todo[rep.confirmed]
+                    props = order_properties(order, {HDR_RECHECK: 1} if recheck else None)
+                    rep.republished += in_doubt
+                    in_doubt = True
+                    rep.sent += 1
+                    try:
+                        ch.basic_publish("", topo.queue, order.canonical(), props, mandatory=True)
+                    except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+                        raise TransientError(f"broker did not accept order {order.message_id}: {exc}") from exc
+                    in_doubt = False
+                    rep.confirmed += 1
+                    if rep.confirmed % 500 == 0:
+                        log.info("published %d orders", rep.confirmed)
+                break
+            except _LOST_OR_UNREACHABLE as exc:
+                if isinstance(exc, TransientError) and not isinstance(exc.__cause__,
+                                                              pika.exceptions.AMQPConnectionError):
+                    raise  # a nack or an unroutable order: the broker answered, no reconnect helps
+                failures += 1
+                if failures > reconnect_attempts:
+                    raise TransientError(f"lost the connection to RabbitMQ at {_safe_url(url)} after "
+                                         f"{rep.confirmed} of {len(todo)} orders and {reconnect_attempts} "
+                                         f"reconnect attempts failed: {exc}") from exc
+                if failures == 1:
+                    rep.reconnects += 1
+                delay = backoff_delay(failures, reconnect_first_s, reconnect_max_s)
+                log.warning("connection lost to RabbitMQ at %s after %d of %d confirmed orders (%s): "
+                            "reconnecting in %.1f s (attempt %d/%d)", _safe_url(url), rep.confirmed, len(todo),
+                            type(exc).__name__, delay, failures, reconnect_attempts)
+                _close_quietly(conn)
+                time.sleep(delay)
     finally:
+        _close_quietly(conn)
+    rep.seconds = time.monotonic() - t0
+    log.info("published %d orders to %s in %.2fs (%.0f orders/s; %d sent, %d republished, %d reconnects)",
+             rep.confirmed, queue, rep.seconds, rep.confirmed / rep.seconds if rep.seconds > 0 else 0.0,
+             rep.sent, rep.republished, rep.reconnects)
+    return rep
+
+
+def _close_quietly(conn: pika.BlockingConnection | None) -> None:
+    """Close a connection that may already be dead (its errors mean nothing any more)."""
+    if conn is None:
+        return
+    try:
         if conn.is_open:
             conn.close()
-    dt = time.monotonic() - t0
-    log.info("published %d orders to %s in %.2fs (%.0f orders/s)", n, queue, dt, n / dt if dt > 0 else 0.0)
-    return n
+    except Exception as exc:  # a dead socket: nothing left to close
+        log.debug("closing a dead connection: %s", exc)
 
 
 def done_key(message_id: str) -> str:
@@ -246,6 +350,7 @@ class WorkerStats:
     retried: int = 0
     dead: int = 0
     requeued: int = 0
+    reconnects: int = 0
 
     @property
     def finished(self) -> int:
@@ -261,6 +366,8 @@ class _Delivery:
     props: BasicProperties
     started: float
     thread: threading.Thread | None = None
+    epoch: int = 0  # the connection the delivery tag belongs to (Worker._epoch when it arrived)
+    finished: bool = False  # the order's thread has produced its outcome
 
 
 OrderRunner = Callable[[WorkOrder], Outcome]
@@ -278,13 +385,18 @@ class Worker:
     ``max_orders`` settled deliveries, after ``idle_exit`` seconds without work, or on SIGTERM/SIGINT
     (:meth:`request_stop`): then it takes no new order, waits up to ``grace`` seconds for running orders
     and requeues the ones that did not finish (another worker redoes them; completed scenes are skipped).
+
+    A lost connection is reopened with back-off (``reconnect_attempts`` consecutive failures, delays from
+    ``reconnect_first_s`` doubling to ``reconnect_max_s``, see :func:`backoff_delay`), the topology is declared
+    again and consuming resumes; orders running at that moment are handled as the module docstring says.
     """
 
     def __init__(self, *, url: str | None = None, queue: str | None = None, concurrency: int = 1,
                  max_orders: int | None = None, idle_exit: float | None = None, grace: float = 25.0,
                  max_retries: int | None = None, retry_backoff_s: float | None = None, scene_workers: int = 1,
                  settings: Settings | None = None, runner: OrderRunner | None = None, heartbeat: int = 30,
-                 max_redeliveries: int = 5) -> None:
+                 max_redeliveries: int = 5, reconnect_attempts: int = RECONNECT_ATTEMPTS,
+                 reconnect_first_s: float = RECONNECT_FIRST_S, reconnect_max_s: float = RECONNECT_MAX_S) -> None:
         s = settings or get_settings()
         self.settings = s
         self.url = url or s.broker_url
@@ -308,6 +420,16 @@ class Worker:
         self._pub: BlockingChannel | None = None
         self._ctag: str | None = None
         self._last_activity = time.monotonic()
+        self.reconnect_attempts = reconnect_attempts
+        self.reconnect_first_s = reconnect_first_s
+        self.reconnect_max_s = reconnect_max_s
+        # Connection epochs: a delivery tag is valid only on the channel it came from. Orders whose delivery
+        # died with a connection wait here for their redelivery (by order key): still running, or finished.
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._orphans: dict[str, _Delivery] = {}
+        self._orphan_outcomes: dict[str, tuple[_Delivery, Outcome]] = {}
+        self._failures = 0
 
     # ------------------------------------------------------------------ the work itself (worker thread)
     def run_order(self, order: WorkOrder, recheck: bool = False) -> Outcome:
@@ -432,6 +554,8 @@ class Worker:
             ch.basic_cancel(self._ctag)  # take no more deliveries; prefetched extras are nacked above
             self._ctag = None
         key = props.message_id or body_id(body)
+        if self._adopt(tag, key, props, bool(method.redelivered)):
+            return
         if any(d.key == key for d in self._inflight.values()):
             # Its twin is running here: that one will be acked, retried or dead-lettered on its own.
             log.info("order %s is already running in this worker: duplicate acknowledged", key)
@@ -440,26 +564,64 @@ class Worker:
             return
         self.stats.redelivered += bool(method.redelivered)
         retries = int((props.headers or {}).get(HDR_RETRIES, 0) or 0)
-        d = _Delivery(tag, key, body, props, time.monotonic())
+        d = _Delivery(tag, key, body, props, time.monotonic(), epoch=self._epoch)
         self._inflight[tag] = d
         log.info("received order %s%s%s", key, f" (retry {retries})" if retries else "",
                  " (redelivered)" if method.redelivered else "")
-        conn = self._conn
-        assert conn is not None
-
         recheck = bool((props.headers or {}).get(HDR_RECHECK))
         redelivered = bool(method.redelivered)
 
         def work() -> None:
-            outcome = self._process(body, recheck, redelivered)
-            try:
-                conn.add_callback_threadsafe(lambda: self._settle(d, outcome))
-            except pika.exceptions.AMQPError:  # the worker stopped and requeued this order meanwhile
-                log.warning("order %s finished (%s) after the worker stopped; it was requeued and will be "
-                            "deduplicated", key, outcome.action)
+            self._finish(d, self._process(body, recheck, redelivered))
 
         d.thread = threading.Thread(target=work, name=f"{ORDER_THREAD_PREFIX}{key[:11]}", daemon=True)
         d.thread.start()
+
+    def _adopt(self, tag: int, key: str, props: BasicProperties, redelivered: bool) -> bool:
+        """On the connection thread: if ``key`` is an order whose delivery died with an earlier connection,
+        bind this (re)delivery to it instead of running the order again. Returns True if adopted."""
+        with self._lock:
+            done = self._orphan_outcomes.pop(key, None)
+            orphan = None if done else self._orphans.pop(key, None)
+            if orphan is not None and orphan.finished:
+                # Its outcome was handed to the old connection, which died before acting on it: run again
+                # (cheap: a done order is recognised by its record).
+                orphan = None
+            if done is None and orphan is None:
+                return False
+            d = done[0] if done else orphan
+            assert d is not None
+            d.tag, d.props, d.epoch = tag, props, self._epoch
+            self._inflight[tag] = d
+        self.stats.redelivered += redelivered
+        if done:
+            log.info("order %s finished (%s) while its delivery was lost with the connection: settling the "
+                     "redelivery with that outcome", key, done[1].action)
+            self._settle(d, done[1])
+        else:
+            log.info("order %s is still running from before the reconnect: its redelivery waits for it", key)
+        return True
+
+    def _finish(self, d: _Delivery, outcome: Outcome) -> None:
+        """In the order's thread: hand the outcome to the connection thread of the delivery's connection, or
+        keep it for the redelivery when that connection is gone (a dead tag is never acked)."""
+        with self._lock:
+            d.finished = True
+            conn = self._conn
+            if d.epoch == self._epoch and conn is not None:
+                try:
+                    conn.add_callback_threadsafe(lambda: self._settle(d, outcome))
+                    return
+                except pika.exceptions.AMQPError:
+                    pass  # the connection is closing; its deliveries are void
+            self._orphans.pop(d.key, None)
+            self._orphan_outcomes[d.key] = (d, outcome)
+        if self._stop.is_set():
+            log.warning("order %s finished (%s) after the worker stopped; it was requeued and will be "
+                        "deduplicated", d.key, outcome.action)
+        else:
+            log.info("order %s finished (%s) after its connection was lost: kept for its redelivery", d.key,
+                     outcome.action)
 
     def _publish(self, d: _Delivery, exchange: str, routing_key: str, props: BasicProperties) -> bool:
         """Publish a copy of ``d`` (confirmed); on refusal requeue ``d`` instead and return False."""
@@ -476,8 +638,21 @@ class Worker:
     def _settle(self, d: _Delivery, outcome: Outcome) -> None:
         """On the connection thread: act on an order's outcome, then ack its delivery."""
         assert self._ch is not None
+        if d.epoch != self._epoch:
+            with self._lock:  # scheduled on a connection that has died since: keep for the redelivery
+                self._orphan_outcomes[d.key] = (d, outcome)
+            return
         if self._inflight.pop(d.tag, None) is None:
             return  # already requeued by a stop that ran out of grace
+        try:
+            self._act(d, outcome)
+        except CONNECTION_ERRORS:
+            with self._lock:  # the connection died mid-settle: the redelivery gets this outcome
+                self._orphan_outcomes[d.key] = (d, outcome)
+            raise
+
+    def _act(self, d: _Delivery, outcome: Outcome) -> None:
+        assert self._ch is not None
         self._last_activity = time.monotonic()
         headers = dict(d.props.headers or {})
         retries = int(headers.get(HDR_RETRIES, 0) or 0)
@@ -520,7 +695,7 @@ class Worker:
                  self.stats.dead, len(self._inflight))
 
     def _should_exit(self) -> bool:
-        if self._inflight:
+        if self._inflight or any(d.thread is not None and d.thread.is_alive() for d in self._orphans.values()):
             return False
         if self.max_orders is not None and self.stats.received >= self.max_orders:
             log.info("processed %d order(s): stopping (--max-orders)", self.stats.received)
@@ -531,33 +706,89 @@ class Worker:
         return False
 
     def run(self, install_signals: bool = True) -> WorkerStats:
-        """Consume until a stop condition; returns the counters. Broker loss is a ``TransientError``."""
+        """Consume until a stop condition; returns the counters.
+
+        The first connection failing is a ``TransientError`` at once; a connection lost later is reopened
+        with back-off, and only ``reconnect_attempts`` consecutive failures end the run with ``TransientError``.
+        """
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
         self._conn = connect(self.url, heartbeat=self.heartbeat)
         try:
-            self._ch = self._conn.channel()
-            declare_topology(self._ch, self.topo)
-            self._pub = self._conn.channel()
-            self._pub.confirm_delivery()
-            self._ch.basic_qos(prefetch_count=self.concurrency)
-            self._ctag = self._ch.basic_consume(self.topo.queue, self._on_message, auto_ack=False)
-            log.info("worker consuming %s (concurrency %d, prefetch %d)", self.topo.queue, self.concurrency,
-                     self.concurrency)
-            self._last_activity = time.monotonic()
-            while not self._stop.is_set() and not self._should_exit():
-                self._conn.process_data_events(time_limit=0.2)
-            if self._stop.is_set():
-                self._drain()
-        except (pika.exceptions.AMQPConnectionError, pika.exceptions.ChannelClosed,
-                pika.exceptions.StreamLostError) as exc:
-            raise TransientError(f"lost the connection to RabbitMQ at {_safe_url(self.url)}: {exc}") from exc
+            while True:
+                try:
+                    self._session()
+                    break
+                except _LOST_OR_UNREACHABLE as exc:
+                    if isinstance(exc, TransientError) and not isinstance(
+                            exc.__cause__, pika.exceptions.AMQPConnectionError):
+                        raise
+                    self._connection_lost()
+                    if self._stop.is_set():
+                        log.warning("connection to RabbitMQ at %s lost while stopping (%s): unacknowledged "
+                                    "orders go back to the queue", _safe_url(self.url), type(exc).__name__)
+                        break
+                    self._failures += 1
+                    if self._failures > self.reconnect_attempts:
+                        raise TransientError(f"lost the connection to RabbitMQ at {_safe_url(self.url)} and "
+                                             f"{self.reconnect_attempts} reconnect attempts failed: {exc}") from exc
+                    if self._failures == 1:
+                        self.stats.reconnects += 1
+                    delay = backoff_delay(self._failures, self.reconnect_first_s, self.reconnect_max_s)
+                    log.warning("connection lost to RabbitMQ at %s (%s: %s): reconnecting in %.1f s (attempt "
+                                "%d/%d)", _safe_url(self.url), type(exc).__name__, str(exc)[:200] or "-", delay,
+                                self._failures, self.reconnect_attempts)
+                    self._stop.wait(delay)
+                    if self._stop.is_set():
+                        break
         finally:
-            if self._conn.is_open:
-                self._conn.close()  # unacked deliveries (if any) go back to the queue
+            _close_quietly(self._conn)  # unacked deliveries (if any) go back to the queue
         log.info("worker stopped: %s", self.stats)
         return self.stats
+
+    def _session(self) -> None:
+        """One connection's life: (re)connect, declare, consume until a stop condition."""
+        if self._conn is None or not self._conn.is_open:
+            conn = connect(self.url, heartbeat=self.heartbeat)
+            with self._lock:
+                self._conn = conn
+        assert self._conn is not None
+        self._ch = self._conn.channel()
+        declare_topology(self._ch, self.topo)
+        self._pub = self._conn.channel()
+        self._pub.confirm_delivery()
+        self._ch.basic_qos(prefetch_count=self.concurrency)
+        self._ctag = self._ch.basic_consume(self.topo.queue, self._on_message, auto_ack=False)
+        if self._failures:
+            log.info("reconnected to RabbitMQ at %s after %d attempt(s); %d order(s) from before still running",
+                     _safe_url(self.url), self._failures,
+                     sum(d.thread is not None and d.thread.is_alive() for d in self._orphans.values()))
+            self._failures = 0
+        log.info("worker consuming %s (concurrency %d, prefetch %d)", self.topo.queue, self.concurrency,
+                 self.concurrency)
+        self._last_activity = time.monotonic()
+        while not self._stop.is_set() and not self._should_exit():
+            self._conn.process_data_events(time_limit=0.2)
+        if self._stop.is_set():
+            self._drain()
+
+    def _connection_lost(self) -> None:
+        """Void every delivery of the dead connection: running orders become orphans awaiting redelivery."""
+        with self._lock:
+            self._epoch += 1
+            lost = list(self._inflight.values())
+            for d in lost:
+                if d.key not in self._orphan_outcomes:
+                    self._orphans[d.key] = d
+            self._inflight.clear()
+            old, self._conn = self._conn, None
+        self._ch = self._pub = None
+        self._ctag = None
+        if lost:
+            log.warning("%d order(s) in flight when the connection dropped: their delivery tags are void; "
+                        "the broker redelivers them", len(lost))
+        _close_quietly(old)
 
     def _drain(self) -> None:
         """After a stop request: no new deliveries; wait up to ``grace`` for running orders, requeue the rest."""

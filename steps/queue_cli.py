@@ -118,9 +118,13 @@ def tiles_cmd(aoi: str | None, bbox: str | None, cover: str, land_only: bool, fm
 @click.option("--force", is_flag=True,
               help="Order option: reprocess scenes that are already complete (e.g. after a science change).")
 @click.option("--dry-run", is_flag=True, help="Print the message bodies instead of publishing.")
+@click.option("--reconnect-attempts", type=click.IntRange(0), default=10, show_default=True,
+              help="After a lost broker connection: consecutive reconnect attempts before exiting 75.")
+@click.option("--reconnect-max-delay", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Cap of the reconnect back-off in seconds (1 s doubling, with jitter).")
 def enqueue_cmd(tiles: str | None, aoi: str | None, cover: str, start: str, end: str, resolution: str,
                 source: str | None, out: str | None, queue: str | None, recheck: bool, force: bool,
-                dry_run: bool) -> None:
+                dry_run: bool, reconnect_attempts: int, reconnect_max_delay: float) -> None:
     """Publish one work order per tile × calendar month (persistent, publisher confirms).
 
     Re-enqueuing the same orders creates no duplicate work: each message's id is the order's hash and the
@@ -145,16 +149,22 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, cover: str, start: str, end:
         for o in orders:
             click.echo(f"{o.message_id} {o.canonical().decode()}")
         return
-    from steps.queue import publish_orders
+    from steps.queue import publish_report
 
     _quiet_pika()
 
     t0 = time.monotonic()
-    n = publish_orders(orders, queue=queue, settings=s, recheck=recheck)
+    rep = publish_report(orders, queue=queue, settings=s, recheck=recheck, reconnect_attempts=reconnect_attempts,
+                         reconnect_max_s=reconnect_max_delay)
+    n = rep.confirmed
     dt = time.monotonic() - t0
     months = len({(o.start, o.end) for o in orders})
     click.echo(f"enqueued {n} order(s) ({len(ids)} tile(s) × {months} month(s)) to "
                f"{queue or s.queue_name} in {dt:.2f}s ({n / max(dt, 1e-9):.0f} orders/s)")
+    if rep.reconnects:
+        click.echo(f"publish: {rep.sent} sent, {rep.confirmed} confirmed, {rep.republished} republished after "
+                   f"{rep.reconnects} reconnect(s) (a republished order may be in the queue twice: harmless, "
+                   "the worker deduplicates)")
 
 
 @click.command("worker")
@@ -172,22 +182,31 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, cover: str, start: str, end:
 @click.option("--scene-workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Scenes of one order processed in parallel (process pool).")
 @click.option("--queue", default=None, help="Work-order queue (default RAW2READY_QUEUE_NAME).")
+@click.option("--reconnect-attempts", type=click.IntRange(0), default=10, show_default=True,
+              help="After a lost broker connection: consecutive reconnect attempts before exiting 75.")
+@click.option("--reconnect-max-delay", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Cap of the reconnect back-off in seconds (1 s doubling, with jitter).")
 def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None, grace: float,
-               max_retries: int | None, max_redeliveries: int, scene_workers: int, queue: str | None) -> None:
+               max_retries: int | None, max_redeliveries: int, scene_workers: int, queue: str | None,
+               reconnect_attempts: int, reconnect_max_delay: float) -> None:
     """Consume work orders and process them with the local runner (manual acks, prefetch = concurrency).
 
     An order is acknowledged only after its products are published; transient failures are retried with
     backoff then dead-lettered; invalid orders go straight to the dead-letter queue with the reason.
-    SIGTERM finishes running orders (up to --grace seconds) or requeues them.
+    SIGTERM finishes running orders (up to --grace seconds) or requeues them. A lost broker connection is
+    reopened with back-off (logged "connection lost … reconnecting in X s (attempt n/N)" and "reconnected");
+    orders running meanwhile are neither lost nor run twice.
     """
     from steps.queue import ORDER_THREAD_PREFIX, Worker
 
     _quiet_pika()
 
     stats = Worker(queue=queue, concurrency=concurrency, max_orders=max_orders, idle_exit=idle_exit, grace=grace,
-                   max_retries=max_retries, max_redeliveries=max_redeliveries, scene_workers=scene_workers).run()
+                   max_retries=max_retries, max_redeliveries=max_redeliveries, scene_workers=scene_workers,
+                   reconnect_attempts=reconnect_attempts, reconnect_max_s=reconnect_max_delay).run()
     click.echo(f"orders: {stats.done} done, {stats.already_done} already done, {stats.retried} retried, "
-               f"{stats.dead} dead-lettered, {stats.requeued} requeued")
+               f"{stats.dead} dead-lettered, {stats.requeued} requeued, {stats.redelivered} redelivered, "
+               f"{stats.reconnects} reconnect(s)")
     if any(t.is_alive() for t in threading.enumerate() if t.name.startswith(ORDER_THREAD_PREFIX)):
         # An order outlived --grace and was requeued, but its thread is still inside GDAL/numpy: interpreter
         # shutdown would tear it down mid-call and abort the process (SIGABRT). Its writes are atomic and

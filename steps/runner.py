@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from steps.catalog import dumps, failure_key, is_complete, parse_datetime
+from steps.catalog import is_complete, parse_datetime
 from steps.errors import (
     EXIT_FAILURE,
     EXIT_INVALID_INPUT,
@@ -28,6 +28,7 @@ from steps.errors import (
     TransientError,
     exit_code_for,
 )
+from steps.failures import failure_error, run_step, write_failure
 from steps.registry import SCENE_DAG, STEPS, Ref
 from steps.settings import Settings, get_settings
 from steps.source import SceneRef
@@ -48,6 +49,7 @@ class SceneResult:
     step: str = ""
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # task name -> wall seconds
+    recorded: bool = False  # the failing step already wrote the failure record (steps.failures.run_step)
 
 
 @dataclass
@@ -106,6 +108,7 @@ def run_scene(scene: SceneRef, out: str, settings: Settings | None = None) -> Sc
     timings: dict[str, float] = {}
     params = {"out": out}
     current = ""
+    in_step = False
     try:
         for task in SCENE_DAG:
             current = task.name
@@ -115,7 +118,10 @@ def run_scene(scene: SceneRef, out: str, settings: Settings | None = None) -> Sc
             kwargs = {name: resolve_arg(ref, scene, params, outputs) for name, ref in task.args.items()}
             inputs = step.Inputs(**kwargs)
             t_step = time.monotonic()
-            result = call_with_retries(partial(step.run, inputs, s), f"{scene.scene_id} {task.name}", s)
+            # run_step, as the `raw2ready step` entrypoint does: each failed attempt writes the failure record
+            in_step = True
+            result = call_with_retries(partial(run_step, step, inputs, s), f"{scene.scene_id} {task.name}", s)
+            in_step = False
             timings[task.name] = time.monotonic() - t_step
             outputs[task.name] = result.model_dump()
         status = "skipped" if outputs.get("mask", {}).get("status") == "skipped" else "done"
@@ -126,22 +132,19 @@ def run_scene(scene: SceneRef, out: str, settings: Settings | None = None) -> Sc
             log.exception("%s: %s failed unexpectedly", scene.scene_id, current)
         else:
             log.error("%s: %s failed: %s", scene.scene_id, current, exc)
-        return SceneResult(scene.scene_id, "failed", time.monotonic() - t0, error=f"{type(exc).__name__}: {exc}",
-                           exit_code=code, step=current)
+        return SceneResult(scene.scene_id, "failed", time.monotonic() - t0, error=failure_error(exc),
+                           exit_code=code, step=current, recorded=in_step)
 
 
-def record_outcome(storage: Any, result: SceneResult, scene: SceneRef | None) -> None:
-    """Keep a durable record of the last failure of a scene; clear it once the scene succeeds."""
-    key = failure_key(result.scene_id)
-    if result.status == "failed":
-        body = {"scene_id": result.scene_id, "status": "failed", "step": result.step, "exit_code": result.exit_code,
-                "error": result.error, "scene": scene.model_dump() if scene else None}
-        try:
-            storage.write_bytes(key, dumps(body))
-        except Exception:  # never let bookkeeping hide the real failure
-            log.exception("could not record the failure of %s", result.scene_id)
-    elif result.status in ("done", "skipped") and storage.exists(key):
-        storage.delete(key)
+def record_outcome(storage: Any, result: SceneResult) -> None:
+    """Record a failure that no step recorded (a dead worker process, inputs that could not be built).
+
+    Failures inside a step were recorded by :func:`steps.failures.run_step` (same code as the cluster path),
+    and success is cleared by the step that completes the scene (``stac`` or ``mask`` skipping it), so
+    this writes only what would otherwise be lost, with the same :func:`steps.failures.write_failure`.
+    """
+    if result.status == "failed" and not result.recorded:
+        write_failure(storage, result.scene_id, result.step, result.exit_code, result.error)
 
 
 def _init_worker(level: int) -> None:
@@ -156,7 +159,6 @@ def run_scenes(scenes: list[SceneRef], out: str, *, workers: int = 1, force: boo
 
     s = settings or get_settings()
     storage = open_storage(out, s)
-    scenes_by_id = {sc.scene_id: sc for sc in scenes}
     results: list[SceneResult] = []
     todo: list[SceneRef] = []
     for sc in scenes:
@@ -192,7 +194,7 @@ def run_scenes(scenes: list[SceneRef], out: str, *, workers: int = 1, force: boo
                     if progress:
                         progress(r)
     for r in results:
-        record_outcome(storage, r, scenes_by_id.get(r.scene_id))
+        record_outcome(storage, r)
     cat = call_with_retries(partial(CATALOG.run, CatalogInputs(out=out), s), "catalog", s)
     order = {sc.scene_id: i for i, sc in enumerate(scenes)}
     results.sort(key=lambda r: order.get(r.scene_id, 0))

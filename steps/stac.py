@@ -32,6 +32,7 @@ from steps.catalog import (
 )
 from steps.contract import Resources, Step, StepInputs, StepOutputs
 from steps.errors import InvalidInputError, TransientError
+from steps.failures import clear_failure
 from steps.grid import footprint_lonlat, footprint_polygon_lonlat
 from steps.products import BY_KEY
 from steps.scene import Scene, load_scene
@@ -198,6 +199,7 @@ def run_stac(inputs: StacInputs, settings: Settings) -> StacOutputs:
     item = build_item(scene, assets, inputs.clear_fraction, mask_prov, lai_prov, ndvi_prov)
     key = item_key(dt, scene.scene_id)
     write_if_changed(storage, key, dumps(item))
+    clear_failure(storage, scene.scene_id)  # after the commit point: the scene is no longer failed
     storage.delete_prefix(work_folder(scene.scene_id))
     log.info("%s: published %s", scene.scene_id, key)
     return StacOutputs(item=storage.url(key), status="done")

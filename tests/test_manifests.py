@@ -121,6 +121,23 @@ ARGOCD_CRDS = {
     "AppProject": "argo-cd-v3.5.1-appproject-crd.yaml",
     "ApplicationSet": "argo-cd-v3.5.1-applicationset-crd.yaml",
 }
+KEDA_VERSION = "2.18.3"  # = argocd/apps/keda.yaml's chart; the CRDs are that tag's (tests/data/schemas/keda)
+KEDA_SCHEMAS = ROOT / "tests" / "data" / "schemas" / "keda"
+KEDA_CRDS = {
+    "ScaledObject": "keda.sh_scaledobjects.yaml",
+    "TriggerAuthentication": "keda.sh_triggerauthentications.yaml",
+}
+
+
+def _crd_validator(path: Path) -> Any:
+    """A strict validator for the served version's ``openAPIV3Schema`` of one CRD file."""
+    import jsonschema
+
+    crd = yaml.safe_load(path.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v.get("served")]
+    schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+    _close_objects(schema)
+    return jsonschema.Draft7Validator(schema)
 
 
 @cache
@@ -137,6 +154,8 @@ def _validator(kind: str) -> Any:
         schema = copy.deepcopy(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
         _close_objects(schema)
         return jsonschema.Draft7Validator(schema)
+    if kind in KEDA_CRDS:  # committed with the tests (no ../shared needed)
+        return _crd_validator(KEDA_SCHEMAS / KEDA_CRDS[kind])
     raise KeyError(f"no schema for kind {kind}")
 
 
@@ -160,22 +179,28 @@ def test_every_overlay_builds_with_kubectl_kustomize(overlay: str) -> None:
     objs = built(overlay)
     kinds = {o["kind"] for o in objs}
     assert {"WorkflowTemplate", "EventBus", "EventSource", "Sensor", "Deployment", "Service", "ConfigMap",
-            "Role", "RoleBinding", "ServiceAccount"} <= kinds
+            "Role", "RoleBinding", "ServiceAccount", "HorizontalPodAutoscaler"} <= kinds
     if overlay != "base":
         assert {o["metadata"].get("namespace") for o in objs} == {f"raw2ready{'-dev' if overlay == 'dev' else ''}"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_core_kinds_pass_kubernetes_validate_strict(overlay: str) -> None:
+def strict_failures(objs: list[dict[str, Any]]) -> list[str]:
+    """``kubernetes-validate --strict`` problems of core objects, one line each (kind/name: path: message)."""
     kv = kubernetes_validate
-    core = [o for o in built(overlay) if not _is_argo(o)]
-    assert core
     failures = []
-    for obj in core:
+    for obj in objs:
         try:
             kv.validate(obj, K8S_VERSION, strict=True)
         except kv.ValidationError as exc:
             failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, exc.path))}: {exc.message}")
+    return failures
+
+
+def test_core_kinds_pass_kubernetes_validate_strict(overlay: str) -> None:
+    core = [o for o in built(overlay) if not _is_argo(o)]
+    assert core
+    failures = strict_failures(core)
     assert not failures, "\n".join(failures)
 
 
@@ -430,7 +455,7 @@ def test_argocd_apps_sync_automatically_with_prune_and_self_heal() -> None:
     for name, app in _apps().items():
         auto = app["spec"]["syncPolicy"]["automated"]
         assert auto["prune"] is True and auto["selfHeal"] is True, name
-        assert app["spec"]["project"] == "raw2ready", name
+        assert app["spec"]["project"] == ("raw2ready-keda" if name == "keda" else "raw2ready"), name
 
 
 def test_argocd_controllers_sync_before_the_pipeline_and_use_server_side_apply() -> None:
@@ -448,11 +473,210 @@ def test_argocd_controllers_sync_before_the_pipeline_and_use_server_side_apply()
     for p in pipeline:
         path = ROOT / apps[p]["spec"]["source"]["path"]
         assert (path / "kustomization.yaml").exists(), path
-    project = next(o for o in argocd_objects() if o["kind"] == "AppProject")
-    assert _wave(project) < min(_wave(a) for a in apps.values())
+    for project in _projects().values():
+        assert _wave(project) < min(_wave(a) for a in apps.values())
 
 
 def test_argocd_root_app_of_apps_points_at_the_apps_folder() -> None:
     root = yaml.safe_load((ROOT / "argocd" / "root.yaml").read_text())
     path = ROOT / root["spec"]["source"]["path"]
     assert path.is_dir() and {p.stem for p in path.glob("*.yaml")} >= set(_apps()) - {"raw2ready-root"}
+
+
+def _projects() -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in argocd_objects() if o["kind"] == "AppProject"}
+
+
+def test_every_argocd_app_is_allowed_by_its_project() -> None:
+    """Each Application's repository and destination are listed in its AppProject (else Argo CD refuses it)."""
+    projects = _projects()
+    for name, app in _apps().items():
+        project = projects[app["spec"]["project"]]
+        repos = set(project["spec"]["sourceRepos"])
+        dests = {(d["server"], d["namespace"]) for d in project["spec"]["destinations"]}
+        assert app["spec"]["source"]["repoURL"] in repos, name
+        dest = app["spec"]["destination"]
+        assert (dest["server"], dest["namespace"]) in dests, name
+
+
+def test_only_the_keda_project_may_write_into_kube_system() -> None:
+    """KEDA's metrics server needs a RoleBinding in kube-system; no pipeline application gets that reach."""
+    reach = {name: {d["namespace"] for d in p["spec"]["destinations"]} for name, p in _projects().items()}
+    assert {name for name, ns in reach.items() if "kube-system" in ns} == {"raw2ready-keda"}
+    assert {name for name, app in _apps().items() if app["spec"]["project"] == "raw2ready-keda"} == {"keda"}
+
+
+def test_keda_app_installs_the_release_whose_crds_the_tests_validate_against() -> None:
+    keda = _apps()["keda"]
+    src = keda["spec"]["source"]
+    assert src["chart"] == "keda" and src["repoURL"] == "https://kedacore.github.io/charts"
+    assert src["targetRevision"] == KEDA_VERSION  # the chart version is the KEDA version
+    assert f"tag `v{KEDA_VERSION}`" in (KEDA_SCHEMAS / "PROVENANCE.md").read_text()
+    assert "ServerSideApply=true" in keda["spec"]["syncPolicy"]["syncOptions"]
+    pipeline = [a for n, a in _apps().items() if n.startswith("raw2ready-") and n != "raw2ready-root"]
+    assert pipeline and _wave(keda) < min(_wave(p) for p in pipeline)
+    project = _projects()[keda["spec"]["project"]]
+    cluster_kinds = {(k["group"], k["kind"]) for k in project["spec"]["clusterResourceWhitelist"]}
+    assert ("apiregistration.k8s.io", "APIService") in cluster_kinds  # KEDA's external-metrics API
+
+
+# ------------------------------------------------------------------------------------ EDR autoscaling
+def test_edr_autoscaler_scales_the_deployment_on_cpu_and_owns_its_replica_count() -> None:
+    objs = built("prod")
+    dep = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "raw2ready-edr")
+    (hpa,) = [o for o in objs if o["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "raw2ready-edr"}
+    assert hpa["metadata"].get("namespace") == dep["metadata"]["namespace"]
+    # a fixed count in git would be reset by every Argo CD sync (selfHeal), fighting the autoscaler
+    assert "replicas" not in dep["spec"]
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization"
+    assert 50 <= metric["resource"]["target"]["averageUtilization"] <= 90
+    # utilisation is relative to the request: every container must request CPU or the HPA does nothing
+    for c in dep["spec"]["template"]["spec"]["containers"]:
+        assert c["resources"]["requests"]["cpu"], c["name"]
+    behavior = hpa["spec"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    down = behavior["scaleDown"]["stabilizationWindowSeconds"]
+    assert behavior["scaleUp"].get("stabilizationWindowSeconds", 0) < down
+
+
+# ------------------------------------------------------------------------------- queue-worker component
+WORKER_COMPONENT = MANIFESTS / "components" / "queue-worker"
+KEDA_KINDS = set(KEDA_CRDS)
+
+
+@pytest.fixture(scope="module")
+def with_workers(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The prod overlay plus the queue-worker component, built the way a site would opt in."""
+    import os
+
+    site = tmp_path_factory.mktemp("site-overlay")
+    # kustomize refuses absolute paths: reach the repository relatively
+    rel = Path(os.path.relpath(MANIFESTS, site)).as_posix()
+    (site / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "raw2ready",
+        "resources": [f"{rel}/overlays/prod"], "components": [f"{rel}/components/queue-worker"]}))
+    return copy.deepcopy(list(_build(str(site))))
+
+
+def _worker(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "raw2ready-worker")
+
+
+def _container_env(objs: list[dict[str, Any]], dep: dict[str, Any]) -> dict[str, str]:
+    """The environment of a Deployment's first container as Kubernetes resolves it (env wins over envFrom)."""
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for src in c.get("envFrom", []):
+        if "configMapRef" in src:
+            name = src["configMapRef"]["name"]
+            cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name)
+            env |= cm["data"]
+    env |= {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+    return env
+
+
+@pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
+def test_queue_worker_component_is_opt_in(overlay: str) -> None:
+    """No shipped overlay runs workers: by default the EventSource is the only consumer of the order queue."""
+    objs = built(overlay)
+    assert not [o for o in objs if o["kind"] in KEDA_KINDS]
+    assert not [o for o in objs if o["metadata"]["name"] == "raw2ready-worker"]
+
+
+def test_queue_worker_overlay_core_kinds_pass_kubernetes_validate_strict(with_workers: list[dict[str, Any]]) -> None:
+    core = [o for o in with_workers if not _is_argo(o) and o["kind"] not in KEDA_KINDS]
+    assert {"Deployment", "ServiceAccount"} <= {o["kind"] for o in core}
+    failures = strict_failures(core)
+    assert not failures, "\n".join(failures)
+
+
+def test_keda_objects_validate_against_the_keda_crds(with_workers: list[dict[str, Any]]) -> None:
+    objs = [o for o in with_workers if o["kind"] in KEDA_KINDS]
+    assert sorted(o["kind"] for o in objs) == ["ScaledObject", "TriggerAuthentication"]
+    assert all(o["apiVersion"] == "keda.sh/v1alpha1" and o["metadata"]["namespace"] == "raw2ready" for o in objs)
+    errors = [e for o in objs for e in schema_errors(o)]
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("kind", sorted(KEDA_CRDS))
+def test_keda_schema_validation_rejects_a_typo(kind: str, with_workers: list[dict[str, Any]]) -> None:
+    obj = copy.deepcopy(next(o for o in with_workers if o["kind"] == kind))
+    if kind == "ScaledObject":
+        obj["spec"]["minReplicaCont"] = 0
+    else:
+        obj["spec"]["secretTargetRef"][0]["paramater"] = "host"
+    assert schema_errors(obj)
+
+
+def test_queue_workers_consume_their_own_queue_not_the_event_sources(with_workers: list[dict[str, Any]]) -> None:
+    """Two consumers of one queue would race for orders: the workers' queue (and its topology) is disjoint."""
+    from steps.queue import Topology
+
+    worker_queue = _container_env(with_workers, _worker(with_workers))["RAW2READY_QUEUE_NAME"]
+    es = next(o for o in with_workers if o["kind"] == "EventSource")
+    (amqp,) = es["spec"]["amqp"].values()
+    es_queue = amqp["queueDeclare"]["name"]
+    so = next(o for o in with_workers if o["kind"] == "ScaledObject")
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["metadata"]["queueName"] == worker_queue  # KEDA watches the queue the workers drain
+    names = {es_queue: Topology(es_queue), worker_queue: Topology(worker_queue)}
+    assert len(names) == 2, f"workers and EventSource both consume {es_queue}"
+    a, b = ({t.queue, t.dead, t.retry, t.dlx, f"{t.queue}.events"} for t in names.values())
+    assert not a & b, f"queue topologies overlap: {a & b}"
+    # the settings ConfigMap still names the EventSource's queue (what `raw2ready enqueue` uses by default)
+    settings = next(o for o in with_workers
+                    if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "raw2ready-settings")
+    assert settings["data"]["RAW2READY_QUEUE_NAME"] == es_queue != worker_queue
+
+
+def test_queue_worker_scaled_object_counts_unacked_orders_and_scales_to_zero(
+        with_workers: list[dict[str, Any]]) -> None:
+    so = next(o for o in with_workers if o["kind"] == "ScaledObject")
+    ta = next(o for o in with_workers if o["kind"] == "TriggerAuthentication")
+    spec = so["spec"]
+    assert spec["scaleTargetRef"]["name"] == "raw2ready-worker" and spec["scaleTargetRef"]["kind"] == "Deployment"
+    assert spec["minReplicaCount"] == 0 < spec["maxReplicaCount"]
+    assert spec["pollingInterval"] > 0 and spec["cooldownPeriod"] >= spec["pollingInterval"]
+    (trigger,) = spec["triggers"]
+    md = trigger["metadata"]
+    assert trigger["type"] == "rabbitmq" and md["mode"] == "QueueLength" and float(md["value"]) >= 1
+    # over AMQP KEDA sees only *ready* messages; the management API also counts the orders being worked on,
+    # so the last busy workers are not scaled to zero under their running orders
+    assert md["protocol"] == "http" and md.get("excludeUnacknowledged", "false") == "false"
+    assert "host" not in md and "hostFromEnv" not in md  # credentials only through the Secret
+    assert trigger["authenticationRef"]["name"] == ta["metadata"]["name"]
+    (ref,) = ta["spec"]["secretTargetRef"]
+    assert ref["parameter"] == "host" and ref["name"] == "raw2ready-secrets"
+
+
+def test_queue_worker_deployment_runs_raw2ready_worker_safely(with_workers: list[dict[str, Any]]) -> None:
+    from click.testing import CliRunner
+
+    from steps.cli import main
+
+    dep = _worker(with_workers)
+    assert "replicas" not in dep["spec"]  # KEDA owns the count
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["command"] == ["raw2ready"] and c["args"][0] == "worker"
+    # every option the Deployment passes is one `raw2ready worker` has
+    help_text = CliRunner().invoke(main, ["worker", "--help"]).output
+    for opt in (a for a in c["args"] if a.startswith("--")):
+        assert opt in help_text, opt
+    grace = float(c["args"][c["args"].index("--grace") + 1])
+    assert pod["terminationGracePeriodSeconds"] >= grace + 10  # time to requeue and close after --grace
+    assert c["image"].startswith("ghcr.io/raw2ready/raw2ready-steps:") and not c["image"].endswith(":latest")
+    assert c["envFrom"] == [{"configMapRef": {"name": "raw2ready-settings"}},
+                            {"secretRef": {"name": "raw2ready-secrets"}}]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    (tmp,) = c["volumeMounts"]
+    assert tmp["mountPath"] == "/tmp" and {"name": tmp["name"], "emptyDir": {}} in pod["volumes"]
+    res = c["resources"]
+    assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]

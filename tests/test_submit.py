@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -85,7 +86,12 @@ def test_submit_creates_a_workflow_from_the_deployed_template(argo: FakeArgoServ
     assert req["headers"]["Content-Type"] == "application/json"
     wf = req["body"]["workflow"]
     assert wf["spec"]["workflowTemplateRef"] == {"name": "raw2ready"}
-    assert wf["metadata"]["generateName"] == "raw2ready-"
+    # named and labelled after the order, as an operator sees it in the Argo UI (prefix raw2ready- kept)
+    assert wf["metadata"]["generateName"].startswith("raw2ready-")
+    assert wf["metadata"]["generateName"] == "raw2ready-47ppr-20240101-20240131-"
+    assert wf["metadata"]["labels"] == {
+        "app.kubernetes.io/part-of": "raw2ready", "raw2ready/submitted-by": "cli",
+        "raw2ready/tiles": "47PPR", "raw2ready/start": "2024-01-01", "raw2ready/end": "2024-01-31"}
     # normalised like a work order; source/out left to the deployment's settings
     assert wf["spec"]["arguments"]["parameters"] == [
         {"name": "tiles", "value": "47PPR"}, {"name": "start", "value": "2024-01-01"},
@@ -172,3 +178,34 @@ def test_submit_to_an_unreachable_server_is_transient(monkeypatch: pytest.Monkey
     get_settings.cache_clear()
     res = _submit("--tiles", "47PPR", "--start", "2024-01-01", "--end", "2024-01-31")
     assert res.exit_code == 75, res.output
+
+
+THAI_LISTS = {
+    "one": ("47PPR",),
+    "bangkok": ("47PPQ", "47PPR", "47PQQ", "47PQR"),
+    "ten": ("47NMH", "47NMJ", "47NNH", "47NNJ", "47NPG", "47NPH", "47NPJ", "47NQG", "47NQH", "47NRG"),
+    "eleven": ("47NMH", "47NMJ", "47NNH", "47NNJ", "47NPG", "47NPH", "47NPJ", "47NQG", "47NQH", "47NRG", "47NRH"),
+}
+
+
+@pytest.mark.parametrize("which", [*THAI_LISTS, "thailand"])
+def test_submit_names_and_labels_are_valid_for_real_thai_tile_lists(argo: FakeArgoServer, which: str) -> None:
+    """Workflow name ≤ 63 with its random suffix, label values valid, for 1 … all 98 Thai tiles."""
+    from steps.tiles import thailand_tiles
+    from workflows.labels import is_valid_label_value
+
+    tiles = thailand_tiles() if which == "thailand" else THAI_LISTS[which]
+    assert set(tiles) <= set(thailand_tiles())  # real Thai tiles, not made-up ids
+    res = _submit("--tiles", ",".join(tiles), "--start", "2022-01-01", "--end", "2025-12-31")
+    assert res.exit_code == 0, res.output
+    md = argo.requests[0]["body"]["workflow"]["metadata"]
+    name = md["generateName"] + "x7k2p"  # what the API server makes of it
+    assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+    assert name.startswith(f"raw2ready-{tiles[0].lower()}-") and md["generateName"].endswith("-20220101-20251231-")
+    for key, value in md["labels"].items():
+        assert is_valid_label_value(value), f"{key}={value!r}"
+    label = md["labels"]["raw2ready/tiles"]
+    if len(tiles) <= 10:  # 10 × 6 − 1 = 59 characters: the whole list, filterable tile by tile
+        assert label.split("_") == sorted(tiles)
+    else:
+        assert label == "_".join(sorted(tiles)[:8]) + f"_and{len(tiles) - 8}more"

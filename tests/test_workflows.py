@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from steps.errors import EXIT_TRANSIENT
 from steps.registry import SCENE_DAG, STEPS, WORKFLOW_PARAMS
@@ -191,7 +193,7 @@ def test_entry_template_lists_scenes_fans_out_and_fans_in() -> None:
     # defaults: the settings for source/out, the option's default for force; tiles and dates are required
     assert {p["name"] for p in params if "value" in p} == {"source", "out", "force", "resolution"}
     tasks = _by_name(_tmpl(wt, spec["entrypoint"])["dag"]["tasks"])
-    assert list(tasks) == ["scenes", "scene", "catalog"]
+    assert list(tasks) == ["scenes", "scene", "catalog", "fail-if-a-scene-failed"]  # tests/test_argo_local.py
     assert tasks["scenes"]["template"] == "scenes"
     fan = tasks["scene"]
     assert fan["withParam"] == "{{tasks.scenes.outputs.parameters.scenes}}" and fan["depends"] == "scenes"
@@ -370,3 +372,366 @@ def test_steps_never_imports_workflows() -> None:
     offenders = [p.relative_to(ROOT).as_posix() for p in (ROOT / "steps").rglob("*.py")
                  if pattern.search(p.read_text(encoding="utf-8"))]
     assert not offenders
+
+
+# ------------------------------------------------------------------------------------------ operator view
+EXPR_BUILTINS = {"filter", "split", "upper", "join", "len", "string"}
+"""expr-lang v1.17 builtins (the version Argo Workflows v4.1.2 vendors) the label expressions may call."""
+SPRIG_FUNCTIONS = {"sprig.regexReplaceAll", "sprig.trunc", "sprig.trimAll"}
+"""Sprig v3 functions (Argo exposes them as ``sprig.*`` in expressions) the label expressions may call."""
+
+
+def test_pipeline_workflows_get_tile_and_date_labels_from_the_template() -> None:
+    """UI, `argo submit`, Sensor and `raw2ready submit` Workflows are all labelled by the controller."""
+    from workflows.labels import label_value_expr, tiles_label_expr
+    from workflows.pipeline import ENTRY_TEMPLATE, SCENE_TEMPLATE
+
+    wt = _templates()[ENTRY_TEMPLATE]
+    labels_from = wt["spec"]["workflowMetadata"]["labelsFrom"]
+    assert set(labels_from) == {"raw2ready/tiles", "raw2ready/start", "raw2ready/end"}
+    assert labels_from["raw2ready/tiles"]["expression"] == tiles_label_expr("workflow.parameters.tiles")
+    for key in ("start", "end"):
+        assert labels_from[f"raw2ready/{key}"]["expression"] == label_value_expr(f"workflow.parameters.{key}")
+    params = {p["name"] for p in wt["spec"]["arguments"]["parameters"]}
+    for label, source in labels_from.items():
+        code = re.sub(r"'(?:[^'\\]|\\.)*'", "''", source["expression"])
+        refs = re.findall(r"\bworkflow\.parameters\.(\w+)", code)
+        assert refs and set(refs) <= params, f"{label}: {refs}"
+        calls = set(re.findall(r"([A-Za-z_][\w.]*)\s*\(", code))
+        unknown = calls - EXPR_BUILTINS - SPRIG_FUNCTIONS
+        assert not unknown, f"{label}: functions Argo's expression environment does not have: {unknown}"
+        assert re.fullmatch(r"[a-z0-9.-]+/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?", label)  # a qualified label key
+    # Argo ignores workflowMetadata of a template reached through templateRef: none on the scene template
+    assert "workflowMetadata" not in _templates()[SCENE_TEMPLATE]["spec"]
+
+
+@given(st.text(max_size=400))
+@settings(max_examples=300, deadline=None)
+def test_label_encodings_give_a_valid_label_value_for_any_input(text: str) -> None:
+    from workflows.labels import is_valid_label_value, label_value, tiles_label
+
+    assert is_valid_label_value(tiles_label(text)), repr(text)
+    assert is_valid_label_value(label_value(text)), repr(text)
+
+
+def test_tiles_label_of_real_thai_tile_lists() -> None:
+    from steps.tiles import thailand_tiles
+    from workflows.labels import is_valid_label_value, label_value, tiles_label
+
+    thai = list(thailand_tiles())
+    assert len(thai) == 98
+    assert tiles_label("47PPR") == "47PPR"
+    assert tiles_label(" 47ppr, 47PQR ,47pqq ") == "47PPR_47PQR_47PQQ"  # as typed in the submit form
+    ten = ",".join(thai[:10])
+    assert tiles_label(ten) == "_".join(thai[:10]) and len(tiles_label(ten)) == 59  # still whole
+    everything = tiles_label(",".join(thai))
+    assert everything == "_".join(thai[:8]) + "_and90more" and is_valid_label_value(everything)
+    assert label_value("2024-01-31") == "2024-01-31"
+    assert not is_valid_label_value(",".join(thai[:2]))  # why an encoding is needed at all
+    assert not is_valid_label_value("_".join(thai[:11]))  # 65 characters
+
+
+def test_step_pods_carry_their_step_label_and_the_resources_of_their_hints() -> None:
+    from workflows.templates import _quantity_mi
+
+    seen = set()
+    for wt in _templates().values():
+        for t in wt["spec"]["templates"]:
+            if "container" not in t:
+                continue
+            step = STEPS[t["name"]]
+            seen.add(t["name"])
+            assert t["metadata"]["labels"]["raw2ready/step"] == step.name
+            res = t["container"]["resources"]
+            assert res["requests"] == {"cpu": step.resources.cpu, "memory": step.resources.memory,
+                                       "ephemeral-storage": step.resources.ephemeral_storage}
+            assert _quantity_mi(res["limits"]["memory"]) == pytest.approx(
+                _quantity_mi(step.resources.memory) * step.resources.limit_factor, abs=1)
+            assert "cpu" not in res["limits"]
+    assert seen == set(STEPS)
+
+
+def _doc_block(doc: str, marker: str) -> str:
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", doc, re.S)
+    found = [b for b in blocks if marker in b]
+    assert found, f"no shell block with {marker!r} in docs/ORCHESTRATION.md"
+    return found[0]
+
+
+def test_the_documented_argo_submit_uses_the_real_template_and_parameter_names() -> None:
+    from workflows.pipeline import ENTRY_TEMPLATE
+
+    doc = (ROOT / "docs" / "ORCHESTRATION.md").read_text(encoding="utf-8")
+    block = _doc_block(doc, "--from workflowtemplate/")
+    command = " ".join(block.replace("\\\n", " ").split())
+    assert command.startswith("argo submit ")
+    templates = re.findall(r"--from[ =]workflowtemplate/([\w-]+)", command)
+    assert templates == [ENTRY_TEMPLATE]
+    given_params = re.findall(r"(?:-p|--parameter)[ =]([\w-]+)=", command)
+    declared = {p["name"] for p in _templates()[ENTRY_TEMPLATE]["spec"]["arguments"]["parameters"]}
+    required = {p["name"] for p in _templates()[ENTRY_TEMPLATE]["spec"]["arguments"]["parameters"] if "value" not in p}
+    assert given_params and set(given_params) <= declared, set(given_params) - declared
+    assert required <= set(given_params)
+    assert "argo list" in block and "raw2ready/tiles=47PPR" in block  # how to find it again, by label
+    # the UI walkthrough names the same template
+    assert f"Workflow Templates → {ENTRY_TEMPLATE} → Submit" in doc
+
+
+# ---------------------------------------------------------------------------------------- backfill sizing
+def _prod() -> list[dict[str, Any]]:
+    from test_manifests import built
+
+    return built("prod")
+
+
+def _plan(objs: list[dict[str, Any]]) -> Any:
+    from workflows.pipeline import ENTRY_TEMPLATE, SCENE_TEMPLATE
+    from workflows.sizing import BackfillPlan, scene_profile
+
+    wts = {o["metadata"]["name"]: o for o in objs if o["kind"] == "WorkflowTemplate"}
+    limits = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "raw2ready-limits")
+    (trigger,) = next(o for o in objs if o["kind"] == "Sensor")["spec"]["triggers"]
+    assert trigger["rateLimit"]["unit"] == "Minute"
+    return BackfillPlan(scene=scene_profile(wts[SCENE_TEMPLATE]), workflows=int(limits["data"]["workflows"]),
+                        scenes=int(limits["data"]["scenes"]), parallelism=wts[ENTRY_TEMPLATE]["spec"]["parallelism"],
+                        rate_per_minute=trigger["rateLimit"]["requestsPerUnit"])
+
+
+@pytest.mark.parametrize("overlay", ["base", "dev", "prod"])
+def test_every_overlay_defines_the_semaphores_the_templates_reference(overlay: str) -> None:
+    from test_manifests import built
+
+    objs = built(overlay)
+    limits = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "raw2ready-limits")
+    refs = {(sem["configMapKeyRef"]["name"], sem["configMapKeyRef"]["key"])
+            for wt in objs if wt["kind"] == "WorkflowTemplate"
+            for holder in [wt["spec"], *wt["spec"]["templates"]]
+            for sem in holder.get("synchronization", {}).get("semaphores", [])}
+    assert refs == {("raw2ready-limits", "workflows"), ("raw2ready-limits", "scenes")}
+    for _, key in refs:
+        assert re.fullmatch(r"[1-9]\d*", limits["data"][key]), f"{overlay}: {key}={limits['data'][key]!r}"
+
+
+def test_prod_limits_fit_the_reference_cluster_and_keep_the_scene_semaphore_fed() -> None:
+    from workflows.sizing import MEAN_SCENES_PER_ORDER, REFERENCE_NODES
+
+    plan = _plan(_prod())
+    # the scenes in flight fit the nodes: CPU on average, memory even if all peak at once
+    assert plan.mean_cpu <= plan.cluster_cpu, (plan.mean_cpu, plan.cluster_cpu)
+    assert plan.peak_memory_gib <= plan.cluster_memory_gib
+    assert plan.peak_pods <= REFERENCE_NODES * 110  # kubelet's default maxPods per node
+    # enough work behind the scene semaphore: the Workflows running hold twice the scenes it admits
+    assert plan.workflows * MEAN_SCENES_PER_ORDER >= 2 * plan.scenes
+    # a Workflow's own parallelism is never what limits it, yet one large order cannot take every slot
+    assert plan.parallelism >= plan.scene.peak_pods * 4 and plan.parallelism // plan.scene.peak_pods < plan.scenes
+    # the Sensor's rate limit × the mean Workflow size just exceeds what the semaphore drains
+    assert 1.0 < plan.submit_ratio <= 1.5, plan.submit_ratio
+    assert plan.wall_hours < 24
+
+
+def test_a_monthly_order_fits_the_workflow_object_without_compression() -> None:
+    from workflows.pipeline import MAX_SCENES_PER_WORKFLOW, SCENE_TEMPLATE
+    from workflows.sizing import max_scenes_in_status, scene_profile
+
+    fits = max_scenes_in_status(scene_profile(_templates()[SCENE_TEMPLATE]))
+    assert fits >= 40  # the most scenes one tile has in a month (docs: 6–40)
+    # the documented ceiling needs Argo's status compression (gzip of very repetitive JSON) beyond `fits`
+    assert fits < MAX_SCENES_PER_WORKFLOW <= 10 * fits
+
+
+def test_orchestration_doc_states_the_sizing_the_prod_overlay_uses() -> None:
+    from workflows.sizing import BACKFILL_ORDERS
+
+    plan = _plan(_prod())
+    doc = (ROOT / "docs" / "ORCHESTRATION.md").read_text(encoding="utf-8")
+    section = doc.split("## Sizing a backfill", 1)[1].split("\n## ", 1)[0]
+    expected = {
+        "`workflows` semaphore": str(plan.workflows),
+        "`scenes` semaphore": str(plan.scenes),
+        "entry `parallelism`": str(plan.parallelism),
+        "Sensor rate limit": f"{plan.rate_per_minute:g}/min",
+        "scene wall time": f"{plan.scene.critical_path_s:.0f} s",
+        "throughput": f"{plan.scenes_per_minute:.0f} scenes/min",
+        "backfill wall time": f"{plan.wall_hours:.1f} h",
+        "work orders": f"{BACKFILL_ORDERS:,}",
+        "Pending Workflows": f"{plan.pending_at_end_of_submission:,}",
+    }
+    for row, value in expected.items():
+        m = re.search(rf"^\| {re.escape(row)} \| \*\*([^*]+)\*\* \|", section, re.M)
+        assert m, f"no row '| {row} | **…** |' in 'Sizing a backfill'"
+        assert m.group(1) == value, f"{row}: doc says {m.group(1)}, the manifests give {value}"
+
+
+# A tiny evaluator of the expr-lang subset the label expressions use, so that the *rendered* expression is
+# run here and compared with the Python encoding. Semantics follow expr-lang v1.17 / Sprig v3 as documented
+# (slices clamp to the array, `#` is the element in a predicate, `trunc`/`trimAll`/`regexReplaceAll` take
+# the string last); a cluster remains the final judge.
+_EXPR_TOKEN = re.compile(r"\s*(?:(?P<str>'[^']*')|(?P<num>\d+)|(?P<name>[A-Za-z_][\w.]*)|"
+                         r"(?P<op><=|>=|==|!=|[-+?:()\[\],;#=<>]))")
+
+
+class _ExprSubset:
+    def __init__(self, text: str) -> None:
+        self.toks: list[tuple[str, str]] = []
+        pos = 0
+        while pos < len(text.rstrip()):
+            m = _EXPR_TOKEN.match(text, pos)
+            assert m and m.end() > pos, f"cannot tokenise {text[pos:pos + 30]!r}"
+            kind = m.lastgroup or ""
+            self.toks.append((kind, m.group(kind)))
+            pos = m.end()
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.toks[self.i][1] if self.i < len(self.toks) else None
+
+    def take(self, want: str | None = None) -> tuple[str, str]:
+        tok = self.toks[self.i]
+        assert want is None or tok[1] == want, f"expected {want!r}, got {tok[1]!r}"
+        self.i += 1
+        return tok
+
+    def program(self) -> Any:
+        lets = []
+        while self.peek() == "let":
+            self.take()
+            name = self.take()[1]
+            self.take("=")
+            lets.append((name, self.ternary()))
+            self.take(";")
+        body = self.ternary()
+        assert self.i == len(self.toks), f"trailing {self.toks[self.i:]}"
+        return ("let", lets, body)
+
+    def ternary(self) -> Any:
+        cond = self.compare()
+        if self.peek() == "?":
+            self.take()
+            a = self.ternary()
+            self.take(":")
+            return ("?", cond, a, self.ternary())
+        return cond
+
+    def compare(self) -> Any:
+        left = self.additive()
+        if self.peek() in ("<=", ">=", "==", "!=", "<", ">"):
+            return (self.take()[1], left, self.additive())
+        return left
+
+    def additive(self) -> Any:
+        left = self.postfix()
+        while self.peek() in ("+", "-"):
+            left = (self.take()[1], left, self.postfix())
+        return left
+
+    def postfix(self) -> Any:
+        node = self.primary()
+        while self.peek() == "[":
+            self.take()
+            lo = None if self.peek() == ":" else self.ternary()
+            self.take(":")
+            hi = None if self.peek() == "]" else self.ternary()
+            self.take("]")
+            node = ("slice", node, lo, hi)
+        return node
+
+    def primary(self) -> Any:
+        kind, val = self.take()
+        if kind == "str":
+            return ("lit", val[1:-1])
+        if kind == "num":
+            return ("lit", int(val))
+        if val == "#":
+            return ("elem",)
+        if val == "(":
+            inner = self.ternary()
+            self.take(")")
+            return inner
+        assert kind == "name", f"unexpected {val!r}"
+        if self.peek() != "(":
+            return ("name", val)
+        self.take("(")
+        args = []
+        while self.peek() != ")":
+            args.append(self.ternary())
+            if self.peek() == ",":
+                self.take()
+        self.take(")")
+        return ("call", val, args)
+
+
+def _run_expr(text: str, names: dict[str, Any]) -> Any:
+    funcs: dict[str, Any] = {
+        "upper": str.upper, "split": lambda s, sep: s.split(sep), "join": lambda a, sep: sep.join(a),
+        "len": len, "string": str,
+        "sprig.regexReplaceAll": lambda rx, s, repl: re.sub(rx, repl, s),
+        "sprig.trunc": lambda n, s: s[:n] if n >= 0 else s[max(len(s) + n, 0):],
+        "sprig.trimAll": lambda cut, s: s.strip(cut),
+    }
+
+    def ev(n: Any, env: dict[str, Any]) -> Any:
+        op = n[0]
+        if op == "lit":
+            return n[1]
+        if op == "name":
+            return env[n[1]]
+        if op == "elem":
+            return env["#"]
+        if op == "let":
+            scope = dict(env)
+            for name, value in n[1]:
+                scope[name] = ev(value, scope)
+            return ev(n[2], scope)
+        if op == "?":
+            cond = ev(n[1], env)
+            assert isinstance(cond, bool)
+            return ev(n[2], env) if cond else ev(n[3], env)
+        if op == "slice":
+            seq = ev(n[1], env)
+            lo = 0 if n[2] is None else ev(n[2], env)
+            hi = len(seq) if n[3] is None else ev(n[3], env)
+            return seq[max(0, min(lo, len(seq))):max(0, min(hi, len(seq)))]
+        if op == "call":
+            if n[1] == "filter":
+                seq = ev(n[2][0], env)
+                return [x for x in seq if ev(n[2][1], {**env, "#": x})]
+            return funcs[n[1]](*(ev(a, env) for a in n[2]))
+        a, b = ev(n[1], env), ev(n[2], env)
+        if op == "+":
+            assert type(a) is type(b), f"expr-lang does not add {a!r} and {b!r}"
+            return a + b
+        return {"-": lambda: a - b, "<=": lambda: a <= b, ">=": lambda: a >= b, "<": lambda: a < b,
+                ">": lambda: a > b, "==": lambda: a == b, "!=": lambda: a != b}[op]()
+
+    return ev(_ExprSubset(text).program(), names)
+
+
+def _label_expressions() -> dict[str, str]:
+    from workflows.pipeline import ENTRY_TEMPLATE
+
+    wt = yaml.safe_load((BASE / "generated" / f"workflowtemplate-{ENTRY_TEMPLATE}.yaml").read_text())
+    return {k: v["expression"] for k, v in wt["spec"]["workflowMetadata"]["labelsFrom"].items()}
+
+
+@pytest.mark.parametrize("tiles", ["47PPR", "47ppr, 47PQR ,47pqq", "thai:10", "thai:11", "thai:98", "", ",,"])
+def test_rendered_tiles_label_expression_computes_the_python_encoding(tiles: str) -> None:
+    from steps.tiles import thailand_tiles
+    from workflows.labels import is_valid_label_value, tiles_label
+
+    if tiles.startswith("thai:"):
+        tiles = ",".join(thailand_tiles()[:int(tiles[5:])])
+    params = {"workflow.parameters.tiles": tiles}
+    value = _run_expr(_label_expressions()["raw2ready/tiles"], params)
+    assert value == tiles_label(tiles) and is_valid_label_value(value)
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_rendered_label_expressions_agree_with_the_python_encodings(text: str) -> None:
+    from workflows.labels import label_value, tiles_label
+
+    exprs = _label_expressions()
+    assert _run_expr(exprs["raw2ready/tiles"], {"workflow.parameters.tiles": text}) == tiles_label(text)
+    for key in ("start", "end"):
+        got = _run_expr(exprs[f"raw2ready/{key}"], {f"workflow.parameters.{key}": text})
+        assert got == label_value(text)

@@ -42,8 +42,12 @@ BROKER_URL_KEY = "RAW2READY_BROKER_URL"
 JETSTREAM_VERSION = "2.10.10"
 """A JetStream version known to the Argo Events v1.9 controller configuration."""
 
-RATE_LIMIT_PER_MINUTE = 30
-"""At most this many Workflows submitted per minute; RabbitMQ holds the rest (a backfill drains slowly)."""
+RATE_LIMIT_PER_MINUTE = 8
+"""At most this many Workflows submitted per minute; RabbitMQ holds the rest (a backfill drains slowly).
+
+Sized for the backfill (:mod:`workflows.sizing`, docs/ORCHESTRATION.md "Sizing a backfill"): a little above
+the rate at which the prod semaphores *finish* Workflows (≈ 5.9 per minute), so the scene semaphore never
+starves while the backlog stays in RabbitMQ instead of piling up as Pending Workflows in etcd."""
 
 
 def message_parameters() -> list[str]:
@@ -53,10 +57,13 @@ def message_parameters() -> list[str]:
 
 
 def workflow_resource(values: dict[str, str] | None = None, *, submitted_by: str = "sensor",
-                      generate_name: str = f"{ENTRY_TEMPLATE}-") -> dict[str, Any]:
+                      generate_name: str = f"{ENTRY_TEMPLATE}-",
+                      labels: dict[str, str] | None = None) -> dict[str, Any]:
     """A Workflow that runs the deployed entry template with ``values`` (name → value) as arguments.
 
-    Shared by the Sensor (values are placeholders it overwrites) and ``raw2ready submit``.
+    Shared by the Sensor (values are placeholders it overwrites; its ``generateName`` is static, and the
+    tile/date labels come from the template's ``workflowMetadata.labelsFrom``) and ``raw2ready submit``
+    (which also names the Workflow after the order and sets those labels itself, ``labels``).
     Parameters not in ``values`` are omitted, so the template's default applies.
     """
     values = values if values is not None else dict.fromkeys(message_parameters(), "")
@@ -67,7 +74,8 @@ def workflow_resource(values: dict[str, str] | None = None, *, submitted_by: str
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
         "metadata": {"generateName": generate_name,
-                     "labels": {"app.kubernetes.io/part-of": "raw2ready", "raw2ready/submitted-by": submitted_by}},
+                     "labels": {"app.kubernetes.io/part-of": "raw2ready", "raw2ready/submitted-by": submitted_by,
+                                **(labels or {})}},
         "spec": {
             "workflowTemplateRef": {"name": ENTRY_TEMPLATE},
             "arguments": {"parameters": [{"name": n, "value": values[n]} for n in ENTRY_PARAMS if n in values]},

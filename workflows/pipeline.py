@@ -31,6 +31,13 @@ from hera.workflows import models as m
 from steps.orders import WorkOrder
 from steps.registry import SCENE_DAG, STEPS, WORKFLOW_PARAMS, Ref
 from steps.settings import Settings
+from workflows.labels import (
+    LABEL_END,
+    LABEL_START,
+    LABEL_TILES,
+    label_value_expr,
+    tiles_label_expr,
+)
 from workflows.templates import (
     LIMITS_CONFIGMAP,
     SEMAPHORE_SCENES,
@@ -53,6 +60,10 @@ ENTRY_PARAMS = ("tiles", "start", "end", "source", "out", "force", "resolution")
 """Entry parameters in the order the submit form shows them (the set is ``steps.registry.WORKFLOW_PARAMS``)."""
 SETTINGS_DEFAULTED = ("source", "out")
 """Entry parameters whose empty value means "the ``RAW2READY_<NAME>`` setting of the deployment"."""
+
+VERDICT_TASK = "fail-if-a-scene-failed"
+"""Last task of the entry DAG: never runs; it makes the workflow Failed when a scene failed (see
+:func:`entry_template`), while ``catalog`` still publishes the scenes that succeeded."""
 
 MAX_SCENES_PER_WORKFLOW = 500
 """Documented ceiling of one fan-out (etcd object size); split larger ranges into more work orders."""
@@ -99,6 +110,26 @@ def _entry_param_description(name: str) -> str:
     if name in SETTINGS_DEFAULTED:
         desc += f"; empty = the deployment default (RAW2READY_{name.upper()} in ConfigMap {SETTINGS_CONFIGMAP})"
     return desc
+
+
+def workflow_labels_from(params: dict[str, str]) -> m.WorkflowMetadata:
+    """``spec.workflowMetadata``: Workflow labels computed by the controller from the workflow's parameters.
+
+    ``params`` maps label → parameter name; ``tiles`` gets the tile-list encoding, any other parameter the
+    free-text one (:mod:`workflows.labels`). Whoever submits (Argo UI, ``argo submit``, the Sensor,
+    ``raw2ready submit``), the Workflow is labelled the same way, so ``argo list -l raw2ready/tiles=47PPR``
+    and the UI's label filter find it.
+    """
+    return m.WorkflowMetadata(labels_from={
+        label: m.LabelValueFrom(expression=(tiles_label_expr if name == "tiles" else label_value_expr)(
+            f"workflow.parameters.{name}"))
+        for label, name in params.items()})
+
+
+ENTRY_LABELS = {LABEL_TILES: "tiles", LABEL_START: "start", LABEL_END: "end"}
+"""Labels of a pipeline Workflow and the entry parameters they are computed from. Only the entry template
+has them: Argo ignores a templateRef'd template's ``workflowMetadata``, and a lone ``raw2ready-scene`` run is
+a repair job whose scene id is in its parameters."""
 
 
 def _spec_options(parallelism: int) -> dict[str, Any]:
@@ -203,6 +234,7 @@ def entry_template() -> WorkflowTemplate:
                    for n in ENTRY_PARAMS],
         synchronization=m.Synchronization(semaphores=[m.SemaphoreRef(
             config_map_key_ref=m.ConfigMapKeySelector(name=LIMITS_CONFIGMAP, key=SEMAPHORE_WORKFLOWS))]),
+        workflow_metadata=workflow_labels_from(ENTRY_LABELS),
         **_spec_options(ENTRY_PARALLELISM),
     ) as wt:
         scenes_c = step_container(scenes_step)
@@ -228,7 +260,13 @@ def entry_template() -> WorkflowTemplate:
                            for name in scene_inputs},
             )
             # fan-in: publish whatever succeeded, also when some scenes failed
-            Task(name="catalog", template=catalog_c, depends="scene || scene.Failed",
+            catalog = Task(name="catalog", template=catalog_c, depends="scene || scene.Failed",
+                           arguments={f: _wf(f) for f in catalog_step.input_fields()})
+            # Argo takes a DAG's phase from its leaves only, so with `catalog` as the sole leaf a workflow
+            # whose scenes failed ended Succeeded. This leaf never runs a pod: when every scene and the
+            # catalog succeeded, `when` skips it (a skipped leaf inherits Succeeded); when a scene failed,
+            # `depends` omits it, and an omitted leaf inherits its branch's Failed — after `catalog` ran.
+            Task(name=VERDICT_TASK, template=catalog_c, depends=f"scene && {catalog.name}", when="false",
                  arguments={f: _wf(f) for f in catalog_step.input_fields()})
     return wt
 

@@ -13,6 +13,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass
+from datetime import date
 
 from hera.exceptions import HeraException
 from hera.workflows import WorkflowsService
@@ -23,6 +24,8 @@ from steps.errors import InvalidInputError, Raw2ReadyError, TransientError, Usag
 from steps.orders import WorkOrder
 from steps.settings import Settings
 from workflows.events import workflow_resource
+from workflows.labels import LABEL_END, LABEL_START, LABEL_TILES, label_value, tiles_label, workflow_name_prefix
+from workflows.pipeline import ENTRY_TEMPLATE
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,18 @@ def order_values(tiles: str, start: str, end: str, source: str | None, out: str 
     return values
 
 
+def workflow_name(values: dict[str, str]) -> str:
+    """``generateName`` of a submission: the order in the name, e.g. ``raw2ready-47ppr-20240101-20240131-``."""
+    return workflow_name_prefix(values["tiles"], date.fromisoformat(values["start"]),
+                                date.fromisoformat(values["end"]), base=ENTRY_TEMPLATE)
+
+
+def workflow_labels(values: dict[str, str]) -> dict[str, str]:
+    """The tile/date labels, encoded as the template's ``labelsFrom`` does (:mod:`workflows.labels`)."""
+    return {LABEL_TILES: tiles_label(values["tiles"]), LABEL_START: label_value(values["start"]),
+            LABEL_END: label_value(values["end"])}
+
+
 def submit(values: dict[str, str], settings: Settings) -> Submitted:
     """Create the Workflow on the Argo Server named by ``settings``; return its name.
 
@@ -74,7 +89,8 @@ def submit(values: dict[str, str], settings: Settings) -> Submitted:
         raise UsageError("RAW2READY_ARGO_SERVER_URL is not set (the Argo Server to submit to)")
     token = settings.argo_token.get_secret_value() if settings.argo_token else None
     service = WorkflowsService(host=settings.argo_server_url, token=token, namespace=settings.argo_namespace)
-    req = WorkflowCreateRequest(workflow=Workflow.model_validate(workflow_resource(values, submitted_by="cli")))
+    req = WorkflowCreateRequest(workflow=Workflow.model_validate(workflow_resource(
+        values, submitted_by="cli", generate_name=workflow_name(values), labels=workflow_labels(values))))
     try:
         with warnings.catch_warnings():
             # hera 7.1 serialises requests with pydantic's deprecated `.json()`; not ours to fix, and

@@ -39,6 +39,7 @@ from hera.workflows import models as m
 import steps
 from steps.contract import Step
 from steps.errors import EXIT_TRANSIENT
+from workflows.labels import LABEL_STEP
 
 OUTPUTS_DIR = "/tmp/outputs"  # an emptyDir inside the pod, not a shared host path
 """Where ``raw2ready step … --outputs-dir`` writes one file per output field."""
@@ -178,6 +179,8 @@ def step_container(step: Step[Any, Any]) -> Container:
     return Container(
         name=step.name,
         annotations={"workflows.argoproj.io/description": step.description},
+        # pod label: `kubectl get pods -l raw2ready/step=mask`, and the step is visible on every pod
+        labels={LABEL_STEP: step.name},
         image=image_for(step),
         command=["raw2ready"],
         args=step_args(step),
