@@ -1169,14 +1169,16 @@ class Executor:
         c = res.tmpl["container"]
         img = image_env(c["image"], where)
         env: dict[str, str] = {}
+        host: dict[str, str] = {}  # values already in this machine's paths: never mapped onto pod mounts
         for k, v in img.items():
             if k == "PATH":
-                v = v.replace("/opt/venv/bin", str(VENV_BIN))
+                host[k] = v.replace("/opt/venv/bin", str(VENV_BIN))
             elif k == "RAW2READY_CACHE_DIR" and self.env.cache_dir is not None:
-                v = str(self.env.cache_dir)  # where this machine compiled the cloud model (image: at build time)
+                host[k] = str(self.env.cache_dir)  # where this machine compiled the cloud model (image: at build)
             elif k == "RAW2READY_LLVM_CPU":
                 continue  # the image's portable build target; the local cache holds a model for this CPU
-            env[k] = v
+            else:
+                env[k] = v
         for ef in c.get("envFrom", []):
             if "configMapRef" in ef:
                 cm = self.build.get("ConfigMap", ef["configMapRef"]["name"])
@@ -1190,7 +1192,9 @@ class Executor:
             if set(e) != {"name", "value"}:
                 raise _fail(f"{where} env[{e.get('name')}]", "only literal env values are interpreted")
             env[e["name"]] = substitute(str(e["value"]), get)
-        out = {k: local(self._service(v)) for k, v in env.items()}
+        # a checkout under /tmp must not have its venv mistaken for the pod's /tmp emptyDir
+        out = {k: local(self._service(v)) for k, v in env.items() if k not in host}
+        out |= {k: v for k, v in host.items() if k not in env}
         if "/tmp" in [m["mountPath"].rstrip("/") for m in c.get("volumeMounts", [])]:
             out["TMPDIR"] = local("/tmp")  # the pod's /tmp is its emptyDir; tempfile honours TMPDIR first
         return out

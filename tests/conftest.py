@@ -12,7 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from r2r_helpers import SMALL, _free_port, run_cli
+from r2r_helpers import COUNTS_PROPERTY, SMALL, _free_port, run_cli
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the count lines of the fault and soak tests at the end of the run, also under xdist and without -s."""
+    lines = sorted({f"{rep.nodeid}: {value}" for reports in terminalreporter.stats.values() for rep in reports
+                    if getattr(rep, "when", None) == "call"
+                    for key, value in getattr(rep, "user_properties", ()) if key == COUNTS_PROPERTY})
+    if lines:
+        terminalreporter.section("broker fault and soak counts")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,11 @@ SMALL = 120  # scene side in 10 m pixels for most tests (multiple of 6)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+COUNTS_PROPERTY = "raw2ready_counts"
+"""``record_property`` key of the count lines the broker-fault and soak tests report (sent, acked, lost, …);
+``conftest.pytest_terminal_summary`` prints them at the end of the run."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,6 +260,16 @@ def _local_run(cluster: LocalCluster, source: str, tiles: str, start: str, end: 
                             stderr=subprocess.STDOUT)
 
 
+def _run_beside[T](local: subprocess.Popen[str], run: Callable[[], T]) -> T:
+    """Run the executor while ``raw2ready run`` works beside it; if the executor fails, stop that process."""
+    try:
+        return run()
+    except BaseException:
+        local.kill()
+        local.communicate()
+        raise
+
+
 def _comparable(tree: dict[str, bytes]) -> dict[str, bytes]:
     """Every object except the time-series store ``cube/``, whose segment files depend on its history
     (how many catalog runs added dates), not on the products; the rest must match byte for byte."""
@@ -297,7 +307,7 @@ def sensor_run(cluster: LocalCluster, demo_archive: Path) -> Iterator[Run]:
     workflows = sensor_workflows(sensor, {dep["name"]: event})
     assert len(workflows) == 1
     local = _local_run(cluster, source, TILE, START, END, f"{prefix}/local")
-    root = Executor(build, cluster.env, cluster.workdir).run(workflows[0])
+    root = _run_beside(local, lambda: Executor(build, cluster.env, cluster.workdir).run(workflows[0]))
     out, _ = local.communicate(timeout=600)
     yield Run(root, workflows[0], json.loads(order.canonical()), cluster.objects(f"{prefix}/argo"),
               cluster.objects(f"{prefix}/local"), local.returncode, out)
@@ -350,7 +360,7 @@ def failed_run(cluster: LocalCluster, demo_archive: Path, tmp_path_factory: pyte
     params = {"tiles": BAD_TILE, "start": BAD_START, "end": BAD_END, "source": source, "out": f"{prefix}/argo"}
     wf = workflow_for("raw2ready", params)
     local = _local_run(cluster, source, BAD_TILE, BAD_START, BAD_END, f"{prefix}/local")
-    root = Executor(cluster.build, cluster.env, cluster.workdir).run(wf)
+    root = _run_beside(local, lambda: Executor(cluster.build, cluster.env, cluster.workdir).run(wf))
     out, _ = local.communicate(timeout=600)
     return Run(root, wf, params, cluster.objects(f"{prefix}/argo"), cluster.objects(f"{prefix}/local"),
                local.returncode, out)

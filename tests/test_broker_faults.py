@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -24,6 +24,8 @@ import pytest
 from rabbit_node import RabbitNode, rabbitmq_server_path
 
 from steps.queue import Topology, connect, declare_topology, done_key, queue_depths
+
+from r2r_helpers import COUNTS_PROPERTY
 
 pytestmark = [
     pytest.mark.slow,
@@ -116,7 +118,8 @@ def _drain_ids(url: str, queue: str) -> list[str]:
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_broker_stopped_mid_scene_worker_reconnects_and_every_order_is_done_once(
-        how: str, node: RabbitNode, queue: str, slow_archive: Path, tmp_path: Path) -> None:
+        how: str, node: RabbitNode, queue: str, slow_archive: Path, tmp_path: Path,
+        record_property: Callable[[str, object], None]) -> None:
     from steps.orders import monthly_orders
 
     out = tmp_path / "out"
@@ -164,9 +167,10 @@ def test_broker_stopped_mid_scene_worker_reconnects_and_every_order_is_done_once
     assert summary, log[-2000:]
     acked = int(summary.group(1)) + int(summary.group(2))
     redelivered = int(summary.group(6))
-    print(f"\nbroker {how} mid-scene: sent {sent}, acked {acked}, redelivered {redelivered}, lost {len(lost)}, "
-          f"duplicates {duplicates} (orders done {sum(done_lines.values())}, already done {sum(already.values())}, "
-          f"scenes processed {len(scene_done)}, reconnects {summary.group(7)})")
+    record_property(COUNTS_PROPERTY, (
+        f"broker {how} mid-scene: sent {sent}, acked {acked}, redelivered {redelivered}, lost {len(lost)}, "
+        f"duplicates {duplicates} (orders done {sum(done_lines.values())}, already done {sum(already.values())}, "
+        f"scenes processed {len(scene_done)}, reconnects {summary.group(7)})"))
     assert lost == []
     assert duplicates == 0, (done_lines, scene_done)
     assert set(done_lines) == {o.message_id for o in orders}  # every order's work ran to its record once
@@ -179,7 +183,7 @@ def test_broker_stopped_mid_scene_worker_reconnects_and_every_order_is_done_once
 
 @pytest.mark.parametrize("how", ["kill", "stop"])
 def test_broker_stopped_while_enqueue_publishes_loses_nothing_and_counts_republished(
-        how: str, node: RabbitNode, queue: str, tmp_path: Path) -> None:
+        how: str, node: RabbitNode, queue: str, tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
     from steps.orders import monthly_orders
     from steps.tiles import aoi_tiles
 
@@ -227,8 +231,9 @@ def test_broker_stopped_while_enqueue_publishes_loses_nothing_and_counts_republi
     counts = Counter(got)
     lost = intended - set(counts)
     duplicates = sum(n - 1 for n in counts.values())
-    print(f"\nbroker {how} while publishing (after {at_stop} in the queue): sent {n_sent}, acked {confirmed}, "
-          f"redelivered {republished} (republished), lost {len(lost)}, duplicates {duplicates} in the queue")
+    record_property(COUNTS_PROPERTY, (
+        f"broker {how} while publishing (after {at_stop} in the queue): sent {n_sent}, acked {confirmed}, "
+        f"redelivered {republished} (republished), lost {len(lost)}, duplicates {duplicates} in the queue"))
     assert not lost
     assert set(counts) == intended  # nothing foreign, nothing missing
     assert duplicates <= republished  # a duplicate exists only where a confirm was lost with the connection

@@ -184,7 +184,6 @@ def test_every_overlay_builds_with_kubectl_kustomize(overlay: str) -> None:
         assert {o["metadata"].get("namespace") for o in objs} == {f"raw2ready{'-dev' if overlay == 'dev' else ''}"}
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
 def strict_failures(objs: list[dict[str, Any]]) -> list[str]:
     """``kubernetes-validate --strict`` problems of core objects, one line each (kind/name: path: message)."""
     kv = kubernetes_validate
@@ -197,6 +196,7 @@ def strict_failures(objs: list[dict[str, Any]]) -> list[str]:
     return failures
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_core_kinds_pass_kubernetes_validate_strict(overlay: str) -> None:
     core = [o for o in built(overlay) if not _is_argo(o)]
     assert core

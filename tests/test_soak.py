@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from rabbit_node import rabbitmq_server_path
+
+from r2r_helpers import COUNTS_PROPERTY
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,13 +26,14 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_reduced_soak_does_every_order_once_with_workers_and_the_broker_killed(tmp_path: Path) -> None:
+def test_reduced_soak_does_every_order_once_with_workers_and_the_broker_killed(
+        tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
     out = tmp_path / "soak.json"
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "soak_queue.py"), "--workdir", str(tmp_path / "w"),
                           "--json", str(out)], capture_output=True, text=True, timeout=1200, check=False)
     assert out.is_file(), res.stdout[-3000:] + res.stderr[-3000:]
     r = json.loads(out.read_text())["result"]
-    print("\n" + res.stdout.strip().splitlines()[-1])
+    record_property(COUNTS_PROPERTY, res.stdout.strip().splitlines()[-1])
     assert r["problems"] == [], r["problems"]
     assert r["audit_ok"] and res.returncode == 0
     assert r["orders"] == 222 and r["expected_ok"] == 220 and r["designed_to_fail"] == 2
