@@ -27,9 +27,12 @@ log = logging.getLogger("raw2ready")
 def _setup_logging(verbose: int, quiet: bool) -> None:
     from steps.settings import get_settings
 
+    # Every command reads (and so validates) the settings when the process starts: a misspelt choice is one
+    # clear error (exit 3) here, not a failure of every scene later.
+    settings = get_settings()
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     if verbose == 0 and not quiet:
-        level = getattr(logging, get_settings().log_level.upper(), logging.INFO)
+        level = getattr(logging, settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("botocore", "boto3", "urllib3", "rasterio", "rio_cogeo", "s3transfer", "stac_validator", "pika"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

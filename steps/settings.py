@@ -28,6 +28,9 @@ Side = Literal["source", "output"]
 
 AddressingStyle = Literal["path", "virtual"]
 CloudMode = Literal["fast", "exact"]
+LaiNetworkSet = Literal["3_0", "2_1"]
+"""SNAP LAI network sets shipped in ``steps/data/snap_biophysical/`` (``3_0``: SNAP ≥ 8, per platform;
+``2_1``: SNAP ≤ 7, one network)."""
 #: Pixel sizes (m) the s2cloudless step runs at (its post-processing radii scale with them).
 CLOUD_RESOLUTIONS_M: tuple[int, ...] = (10, 20, 60, 160)
 
@@ -118,7 +121,7 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=1, description="scenes processed in parallel by the local runner")
     retries: int = Field(3, ge=0, description="retries of transient failures per step")
     retry_backoff_s: float = Field(2.0, ge=0, description="first retry delay in seconds (doubles each time)")
-    lai_network: str = Field("3_0", description="SNAP LAI network set: '3_0' (per platform) or '2_1'")
+    lai_network: LaiNetworkSet = Field("3_0", description="SNAP LAI network set: '3_0' (per platform) or '2_1'")
     cloud_resolution_m: int = Field(60, description="s2cloudless evaluation resolution: 10, 20, 60 or 160 m")
     cloud_mode: CloudMode = Field(
         "fast", description="s2cloudless evaluator: 'fast' (compiled model, proven same mask) or 'exact' "
@@ -151,6 +154,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """An empty variable (``RAW2READY_S3_ENDPOINT_URL=``) means unset, as in a ConfigMap placeholder."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("lai_network", mode="before")
+    @classmethod
+    def _lai_network_spelling(cls, value: object) -> object:
+        """``3.0``, ``v2.1`` name the same sets as ``3_0``, ``2_1`` (as ``steps.science.lai.load_network`` reads
+        them); anything else is refused when the process starts, not when the first LAI step runs."""
+        return value.strip().lower().lstrip("v").replace(".", "_") if isinstance(value, str) else value
 
     @field_validator("cloud_resolution_m")
     @classmethod

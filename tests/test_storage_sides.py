@@ -27,12 +27,13 @@ from s3_helpers import (  # noqa: F401  (the *_fixture names register the two_se
     two_sides_fixture,
 )
 
+import steps
 from steps.errors import InvalidInputError
 from steps.raster import BandRead, raster_info, read_band, read_bands
 from steps.settings import Settings, get_settings
 from steps.storage import S3Storage, classify_s3_error, gdal_env, gdal_env_options, open_storage, read_uri, s3_client
 
-from r2r_helpers import run_cli
+from r2r_helpers import _free_port, run_cli
 
 OUT = "RAW2READY_S3_"
 SRC = "RAW2READY_SOURCE_S3_"
@@ -434,3 +435,31 @@ def test_pipeline_reads_the_archive_from_one_server_and_writes_products_to_anoth
         key = f"run/{p.relative_to(processed).as_posix()}"
         body = out.get_object(Bucket=OUTPUT_BUCKET, Key=key)["Body"].read()
         assert body == p.read_bytes(), key
+
+
+@pytest.mark.parametrize("argv", [
+    ["-q", "worker", "--idle-exit", "1"],
+    ["run", "--source", "nowhere", "--tiles", "47PPR", "--start", "2024-01-01", "--end", "2024-01-31",
+     "--out", "nowhere-out"],
+    ["step", "lai", "--scene", "nowhere/work/S2A_47PPR_20240115T035029/scene.json", "--out", "nowhere-out"],
+], ids=["worker", "run", "step"])
+def test_a_misspelt_lai_network_is_one_clear_error_at_start(argv: list[str]) -> None:
+    """``3_O`` for ``3_0``: refused when the process starts (exit 3, one line naming the variable), before the
+    worker connects to its broker (a dead port here: reaching it would be exit 75) or a scene is read."""
+    env = {"RAW2READY_LAI_NETWORK": "3_O", "RAW2READY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{_free_port()}/%2F"}
+    res = run_cli(*argv, env=env, timeout=120)
+    assert res.returncode == 3, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "RAW2READY_LAI_NETWORK" in lines[0] and "'3_0'" in lines[0] and "'2_1'" in lines[0]
+
+
+def test_lai_network_choices_are_the_sets_shipped_and_accept_snap_spellings() -> None:
+    from typing import get_args
+
+    from steps.settings import LaiNetworkSet
+
+    shipped = {p.name for p in (Path(steps.__file__).parent / "data" / "snap_biophysical").iterdir() if p.is_dir()}
+    assert set(get_args(LaiNetworkSet)) == shipped
+    assert Settings(lai_network="3.0").lai_network == "3_0"
+    assert Settings(lai_network="v2.1").lai_network == "2_1"
