@@ -68,6 +68,10 @@ def slow_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+RECONNECT_ATTEMPTS = 40
+"""Reconnect attempts given to the worker and enqueue under test (delays capped at 2 s)."""
+
+
 def _env(node: RabbitNode, queue: str) -> dict[str, str]:
     return {**os.environ, "RAW2READY_BROKER_URL": node.url, "RAW2READY_QUEUE_NAME": queue,
             "RAW2READY_RETRY_BACKOFF_S": "0.05"}
@@ -134,7 +138,9 @@ def test_broker_stopped_mid_scene_worker_reconnects_and_every_order_is_done_once
 
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log_f:
-        proc = subprocess.Popen([_exe(), "worker", "--idle-exit", "8", "--reconnect-max-delay", "2"], env=env,
+        proc = subprocess.Popen([_exe(), "worker", "--idle-exit", "8", "--reconnect-max-delay", "2",
+                                 # ≈ 80 s of retries: a loaded machine took longer than 10 × 2 s to restart the node
+                                 "--reconnect-attempts", str(RECONNECT_ATTEMPTS)], env=env,
                                 stdout=log_f, stderr=subprocess.STDOUT, text=True)
     try:
         # Mid-scene: the first scene of an order with scenes has started (its progress line is not out yet).
@@ -152,7 +158,7 @@ def test_broker_stopped_mid_scene_worker_reconnects_and_every_order_is_done_once
     log = log_path.read_text()
     assert rc == 0, log[-3000:]
     assert re.search(r"connection lost to RabbitMQ at 127\.0\.0\.1:\d+ .*: reconnecting in \d+\.\d s "
-                     r"\(attempt 1/10\)", log), log[-3000:]
+                     rf"\(attempt 1/{RECONNECT_ATTEMPTS}\)", log), log[-3000:]
     assert "reconnected to RabbitMQ" in log
     # The order that was running when the broker went away finished after the stop, on the new connection.
     assert f"order {running} done in" in log[stopped_at:] or f"order {running} done in" in log[len(before):]
@@ -202,7 +208,8 @@ def test_broker_stopped_while_enqueue_publishes_loses_nothing_and_counts_republi
     log_path = tmp_path / "enqueue.log"
     with log_path.open("w") as log_f:
         proc = subprocess.Popen([_exe(), "enqueue", "--aoi", "thailand", "--start", start.isoformat(), "--end",
-                                 end.isoformat(), "--source", src, "--out", out, "--reconnect-max-delay", "2"],
+                                 end.isoformat(), "--source", src, "--out", out, "--reconnect-max-delay", "2",
+                                 "--reconnect-attempts", str(RECONNECT_ATTEMPTS)],
                                 env=_env(node, queue), stdout=log_f, stderr=subprocess.STDOUT, text=True)
     stop_after = 400
     try:
@@ -221,7 +228,7 @@ def test_broker_stopped_while_enqueue_publishes_loses_nothing_and_counts_republi
     log = log_path.read_text()
     assert rc == 0, log[-3000:]
     assert re.search(rf"connection lost to RabbitMQ at 127\.0\.0\.1:\d+ after \d+ of {sent} confirmed orders "
-                     r"\(\w+\): reconnecting in \d+\.\d s \(attempt 1/10\)", log), log[-3000:]
+                     rf"\(\w+\): reconnecting in \d+\.\d s \(attempt 1/{RECONNECT_ATTEMPTS}\)", log), log[-3000:]
     m = re.search(r"publish: (\d+) sent, (\d+) confirmed, (\d+) republished after (\d+) reconnect", log)
     assert m, log[-2000:]
     n_sent, confirmed, republished = int(m.group(1)), int(m.group(2)), int(m.group(3))
