@@ -1,5 +1,5 @@
 """Benchmark at real size: EDR position and 1-ha area time series from the per-scene COGs, from the
-time-series store (``steps/cube.py``) and from pygeoapi's ``xarray-edr`` over an equivalent Zarr, on local
+time-series store (``steps/products/cube.py``) and from pygeoapi's ``xarray-edr`` over an equivalent Zarr, on local
 disk and on a local S3 server with injected latency, side by side in one run.
 
 Run: ``.venv/bin/python bench/bench_edr.py [--size 10980] [--dates 24,96,290] [--queries 24]
@@ -10,8 +10,9 @@ Run: ``.venv/bin/python bench/bench_edr.py [--size 10980] [--dates 24,96,290] [-
 1. Synthesizes ``max(--dates)`` dates of one full-size tile (``bench/edr_synth.py``: the four product COGs
    in the pipeline's encoding + item sidecars; realistic content in 24 query patches, no data elsewhere),
    cached in ``--work``. For each N of ``--dates`` an output root holds the first N dates (hard links),
-   its catalog (``steps.catalog.rebuild_catalog``) and its store (``steps.cube.rebuild``, timed; on the
-   smallest N also one appended date, ``steps.cube.sync``, timed) and, for ``xarray-edr``, a Zarr of the
+   its catalog (``steps.products.catalog.rebuild_catalog``) and
+   its store (``steps.products.cube.rebuild``, timed; on the
+   smallest N also one appended date, ``steps.products.cube.sync``, timed) and, for ``xarray-edr``, a Zarr of the
    same NDVI (int16 + scale_factor, chunks N × 32 × 32 in shards N × 512 × 512, zstd, like the store).
 2. S3: per S3 API server of ``--s3-servers`` (``s3rver`` from the npm registry, installed in ``--work`` on
    first use; moto's ``moto_server``), that server with ``bench/s3_latency_proxy.py`` in front
@@ -83,8 +84,8 @@ def _gb(n: float) -> str:
 # ------------------------------------------------------------------------------------------ preparing
 def prepare_root(work: Path, items: list[dict[str, Any]], n: int, append_probe: bool) -> dict[str, Any]:
     """An output root with the first ``n`` dates, its catalog and store (cached); timings and sizes."""
-    from steps import cube
-    from steps.catalog import item_folder_from_item, rebuild_catalog
+    from steps.products.catalog import item_folder_from_item, rebuild_catalog
+    from steps.products import cube
     from steps.storage import LocalStorage
 
     root = work / f"n{n}"
@@ -138,7 +139,7 @@ def build_xarray_zarr(work: Path, items: list[dict[str, Any]], n: int, size: int
     from rasterio.windows import Window
     from zarr.codecs import ZstdCodec
 
-    from steps.catalog import item_folder_from_item
+    from steps.products.catalog import item_folder_from_item
 
     path = work / f"n{n}" / "ndvi-xarray.zarr"
     done = path.with_suffix(".done")
@@ -722,7 +723,7 @@ def main() -> None:
 
     code = "; ".join(f"{f} sha256 {hashlib.sha256((ROOT / f).read_bytes()).hexdigest()[:12]} (mtime "
                      f"{time.strftime('%H:%M:%S', time.gmtime((ROOT / f).stat().st_mtime))} UTC)"
-                     for f in ("steps/cube.py", "steps/edr/provider.py", "steps/edr/index.py"))
+                     for f in ("steps/products/cube.py", "steps/edr/provider.py", "steps/edr/index.py"))
     print(f"code: {code}", flush=True)
     ns = sorted(int(x) for x in a.dates.split(","))
     s3_ns = [int(x) for x in a.s3_dates.split(",") if x]
@@ -849,7 +850,7 @@ NOTES = "## Findings\n\n(to be written from the numbers above)\n"
 _DOC = """# EDR serving benchmark at real size
 
 The EDR provider (`steps/edr/provider.py`) answering from the per-scene COGs (`raw2ready serve --no-cube`)
-and from the time-series store (`steps/cube.py`, the default), next to pygeoapi's own `xarray-edr` over an
+and from the time-series store (`steps/products/cube.py`, the default), next to pygeoapi's own `xarray-edr` over an
 equivalent Zarr, for position and 1-ha area time series over N dates of one full {size} × {size} px tile,
 on local disk and on two local S3 API servers (s3rver and moto) behind a proxy adding {delay:.0f} ms per
 request. One run, side by side; gunicorn {workers} workers × {threads} threads for every server.

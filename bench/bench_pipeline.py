@@ -72,12 +72,12 @@ def ensure_archive(workdir: Path, size: int, archive: Path | None) -> Path:
 def child(which: str, source: str, out: Path, mask: str) -> None:
     """Run one pipeline for the archive's scene; print one JSON line."""
     t_start = time.monotonic()
-    from steps.source import find_scenes
+    from steps.sentinel2.source import find_scenes
 
     scene = find_scenes(source, ["47PPR"], "2015-01-01", "2030-12-31")[0]
     t_ready = time.monotonic()
     if which == "ours":
-        from steps.runner import run_scene
+        from steps.pipeline.runner import run_scene
         from steps.settings import get_settings
 
         r = run_scene(scene, str(out), get_settings())

@@ -1,6 +1,6 @@
 """Synthetic full-size product catalog for ``bench/bench_edr.py``: per date the four product COGs of one
 MGRS tile (NDVI 10 m, LAI / LAI flags / cloud mask 20 m) with their item sidecars, written straight in the
-pipeline's encoding (``steps.raster.write_gtiff``: GDAL COG driver, DEFLATE, predictor for continuous
+pipeline's encoding (``steps.products.raster.write_gtiff``: GDAL COG driver, DEFLATE, predictor for continuous
 products, 512² blocks, internal overviews) without running the pipeline.
 
 Content: realistic only in ``PATCHES`` query patches, each one 512 × 512 NDVI block (and the 256 × 256
@@ -49,7 +49,7 @@ class TileGrid:
 
 def tile_grid(size: int) -> TileGrid:
     """Grid of the benchmark tile (ESA's real origin of 47PPR), ``size`` 10 m pixels a side."""
-    from steps.grid import parse_tile
+    from steps.sentinel2.grid import parse_tile
 
     t = parse_tile(TILE)
     return TileGrid(size=size, epsg=t.epsg, ulx=t.ulx, uly=t.uly)
@@ -154,8 +154,8 @@ def _downsample(a: np.ndarray) -> np.ndarray:
 
 def date_products(fields: list[Field], k: int, dt: datetime) -> dict[str, list[np.ndarray]]:
     """Stored-value patches (one per field) of every product for date number ``k``."""
-    from steps.products import BY_KEY
-    from steps.raster import encode
+    from steps.products.definitions import BY_KEY
+    from steps.products.raster import encode
 
     rng = np.random.default_rng(1000 + k)
     doy = dt.timetuple().tm_yday + 365 * (dt.year - 2022)
@@ -186,13 +186,13 @@ def date_products(fields: list[Field], k: int, dt: datetime) -> dict[str, list[n
 
 # ------------------------------------------------------------------------------------------- writing
 def write_cog(path: Path, data: np.ndarray, grid: Any, product: Any) -> None:
-    """The pipeline's COG encoding (``steps.raster.cog_options``: DEFLATE level 6, predictor for NDVI/LAI,
+    """The pipeline's COG encoding (``steps.products.raster.cog_options``: DEFLATE level 6, predictor for NDVI/LAI,
     512² blocks, product nodata/scale/offset) without internal overviews (``OVERVIEWS=NONE``): EDR reads
     only full resolution, and computing overviews of a 10980² raster triples the generation time."""
     import rasterio
     from rasterio.shutil import copy as rio_copy
 
-    from steps.raster import COG_TMP_ENV, _mem_dataset, cog_options
+    from steps.products.raster import COG_TMP_ENV, _mem_dataset, cog_options
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -212,10 +212,10 @@ def write_date(root: Path, grid: TileGrid, origins: list[tuple[int, int]], field
     """Write the four COGs and the item sidecar of date ``k`` below ``root``; return the item."""
     from affine import Affine
 
-    from steps.catalog import item_links, scene_folder
-    from steps.grid import footprint_lonlat, footprint_polygon_lonlat
-    from steps.products import BY_KEY
-    from steps.raster import Grid
+    from steps.products.catalog import item_links, scene_folder
+    from steps.products.definitions import BY_KEY
+    from steps.products.raster import Grid
+    from steps.sentinel2.grid import footprint_lonlat, footprint_polygon_lonlat
     from steps.storage import sha256_multihash_file
 
     sid = scene_id(dt)
@@ -278,7 +278,7 @@ def build_archive(archive: Path, size: int, n: int, processes: int = 2) -> list[
     import time
     from concurrent.futures import ProcessPoolExecutor
 
-    from steps.catalog import item_key
+    from steps.products.catalog import item_key
 
     def sidecar(k: int, dt: datetime) -> Path:
         return archive / item_key(dt, scene_id(dt))

@@ -7,7 +7,7 @@ pipeline, written the obvious way:
 * cloud mask: s2cloudless's own ``S2PixelCloudDetector`` on every valid L1C pixel at 60 m with the same
   threshold, averaging and dilation radii as ``steps.science.cloudmask.params_for_resolution(60)``,
   combined with SCL and the B10 cirrus test by ``steps.science.cloudmask.build_cloud_mask`` exactly as
-  ``steps/mask.py`` combines them (or SCL alone, ``--mask scl``, what the mask step does without L1C);
+  ``steps/pipeline/mask.py`` combines them (or SCL alone, ``--mask scl``, what the mask step does without L1C);
 * NDVI and LAI in plain float64 numpy over whole arrays (LAI: the SNAP network numbers from
   ``steps.science.lai.load_network``, evaluated here in one float64 expression; SNAP's flag rules from the
   float64 reference helpers ``input_out_of_range`` / ``apply_output_range``);
@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from steps.products import CLOUD_MASK, LAI, LAI_FLAGS, NDVI, Product  # noqa: E402
-from steps.scene import Scene  # noqa: E402
+from steps.pipeline.scene import Scene  # noqa: E402
+from steps.products.definitions import CLOUD_MASK, LAI, LAI_FLAGS, NDVI, Product  # noqa: E402
 
 MASK_METHODS = ("scl", "s2cloudless")
 
@@ -67,7 +67,7 @@ def read_raw(href: str, shape: tuple[int, int] | None = None) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- mask
 def naive_mask(scene: Scene, method: str) -> np.ndarray:
-    """``cloud_mask`` codes on the 20 m grid (uint8, 255 = no data), the rules of ``steps/mask.py``.
+    """``cloud_mask`` codes on the 20 m grid (uint8, 255 = no data), the rules of ``steps/pipeline/mask.py``.
 
     ``s2cloudless``: s2cloudless's ``S2PixelCloudDetector`` evaluates *every* valid 60 m pixel (LightGBM),
     no-data enters the disk average as 0, the 60 m mask is repeated 3×3 onto the 20 m grid and combined
@@ -119,7 +119,7 @@ def naive_ndvi(scene: Scene, mask20: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- lai
 def naive_lai(scene: Scene, mask20: np.ndarray, network_set: str = "3_0") -> tuple[np.ndarray, np.ndarray]:
     """LAI (float64, NaN = no data) and SNAP flags (uint8, 255 = no data) at 20 m, clear pixels only."""
-    from steps.lai import LAI_BANDS, LAI_MODE, pixel_angles
+    from steps.pipeline.lai import LAI_BANDS, LAI_MODE, pixel_angles
     from steps.science.lai import FLAGS_NODATA, apply_output_range, input_out_of_range, load_network
 
     net = load_network(network_set, scene.platform or "sentinel-2a")
@@ -176,8 +176,8 @@ def write_cog(path: Path, data: np.ndarray, scene: Scene, product: Product) -> N
 def run_naive(l2a_href: str, l1c_href: str, scene_id: str, out: Path, mask_method: str = "s2cloudless",
               lai_network: str = "3_0") -> dict[str, Any]:
     """Run the naive chain for one scene into ``out``; returns ``{"timings": {step: s}, "products": {...}}``."""
-    from steps.ingest import INGEST
-    from steps.scene import load_scene
+    from steps.pipeline.ingest import INGEST
+    from steps.pipeline.scene import load_scene
     from steps.settings import get_settings
 
     if mask_method not in MASK_METHODS:
@@ -223,7 +223,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--mask", default="s2cloudless", choices=MASK_METHODS)
     args = ap.parse_args()
-    from steps.source import find_scenes
+    from steps.sentinel2.source import find_scenes
 
     scene = find_scenes(args.source, ["47PPR"], "2015-01-01", "2030-12-31")[0]
     t0 = time.monotonic()

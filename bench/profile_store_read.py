@@ -40,8 +40,8 @@ def main() -> None:
     import zarr.storage
     from pyproj import Transformer
 
-    from steps import cube
     from steps.edr.provider import Raw2ReadyEDRProvider
+    from steps.products import cube
     from steps.storage import LocalStorage
 
     calls: list[tuple[str, int]] = []

@@ -65,7 +65,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # rabbit_node.py
 
 from rabbit_node import RabbitNode  # noqa: E402
 
-from steps.orders import WorkOrder  # noqa: E402
+from steps.queue.orders import WorkOrder  # noqa: E402
 
 
 @dataclass
@@ -341,7 +341,7 @@ def _count_done(orders_dir: Path) -> int:
 
 def run_soak(cfg: SoakConfig, workdir: Path) -> SoakResult:
     """Run the soak in ``workdir`` and return its measured result with the audit verdict."""
-    from steps.tiles import aoi_tiles
+    from steps.sentinel2.tiles import aoi_tiles
 
     res = SoakResult(workers=cfg.workers, machine=f"{platform.node()} {os.cpu_count()} cores {platform.machine()}")
     rng = random.Random(cfg.seed)
@@ -368,7 +368,7 @@ def run_soak(cfg: SoakConfig, workdir: Path) -> SoakResult:
 
 def _soak_on(node: RabbitNode, cfg: SoakConfig, res: SoakResult, rng: random.Random, orders: list[WorkOrder],
              good_real: list[str], bad: list[str], out: Path, logdir: Path) -> SoakResult:
-    from steps.queue import publish_report, queue_depths
+    from steps.queue.worker import publish_report, queue_depths
 
     queue = "soak.orders"
     env = {**os.environ, "RAW2READY_BROKER_URL": node.url, "RAW2READY_QUEUE_NAME": queue, "RAW2READY_RETRIES": "3",
@@ -467,7 +467,7 @@ def _soak_on(node: RabbitNode, cfg: SoakConfig, res: SoakResult, rng: random.Ran
 
 def _audit(res: SoakResult, orders: list[WorkOrder], bad: list[str], good_real: list[str], out: Path,
            logdir: Path, url: str, queue: str, pub: dict[str, Any]) -> None:
-    from steps.queue import connect, done_key, queue_depths
+    from steps.queue.worker import connect, done_key, queue_depths
 
     problems = res.problems
     if "error" in pub:

@@ -103,13 +103,13 @@ def _tiles_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _validate_tiles(tiles: str) -> list[str]:
-    from steps.grid import tiles_argument
+    from steps.sentinel2.grid import tiles_argument
 
     return tiles_argument(tiles)
 
 
 def _validate_dates(start: str, end: str) -> None:
-    from steps.source import parse_date_range
+    from steps.sentinel2.source import parse_date_range
 
     parse_date_range(start, end)
 
@@ -156,9 +156,9 @@ def _print_summary(summary: Any) -> None:
 def run_range(source: str, tiles: list[str], start: str, end: str, out: str, workers: int, force: bool,
               resolution: int = 0) -> Any:
     """List and process scenes with progress; return the run summary."""
-    from steps.runner import run_scenes
+    from steps.pipeline.runner import run_scenes
+    from steps.sentinel2.source import find_scenes
     from steps.settings import get_settings
-    from steps.source import find_scenes
     from steps.storage import open_storage
 
     open_storage(out)  # validates the output URI before any work
@@ -220,7 +220,7 @@ def run(source: str, tiles: str, start: str, end: str, out: str, workers: int | 
 @click.option("--cogs/--no-cogs", default=True, show_default=True, help="Also validate every asset as a COG.")
 def validate(catalog: str, cogs: bool) -> None:
     """Validate a STAC catalog recursively (offline schemas) and its COG assets; exit 3 if invalid."""
-    from steps.validate import validate_products
+    from steps.products.validate import validate_products
 
     errors = validate_products(catalog, cogs=cogs)
     for e in errors:
@@ -260,9 +260,9 @@ def catalog() -> None:
 @click.option("--out", required=True, help="Output root holding the products (directory or s3://…).")
 def catalog_rebuild(out: str) -> None:
     """Rebuild the whole catalog tree and index from the item sidecars in storage."""
-    from steps.catalog import rebuild_catalog
+    from steps.pipeline.stac import sync_cube
+    from steps.products.catalog import rebuild_catalog
     from steps.settings import get_settings
-    from steps.stac import sync_cube
     from steps.storage import open_storage
 
     storage = open_storage(out)
@@ -301,7 +301,7 @@ _TILES = click.option("--tile", "tiles", multiple=True, help="Only this MGRS til
 @click.option("--compact", is_flag=True, help="Also merge each tile's segments into one.")
 def cube_sync(out: str, tiles: tuple[str, ...], compact: bool) -> None:
     """Add the catalog's dates the store lacks (a new segment per tile), merge segments, drop stale dates."""
-    from steps.cube import sync
+    from steps.products.cube import sync
 
     for r in sync(_cube_storage(out), list(tiles) or None, compact=compact, progress=_cube_progress):
         _cube_line(r)
@@ -312,7 +312,7 @@ def cube_sync(out: str, tiles: tuple[str, ...], compact: bool) -> None:
 @_TILES
 def cube_rebuild(out: str, tiles: tuple[str, ...]) -> None:
     """Delete each tile's store and write it again from the COGs and the catalog alone."""
-    from steps.cube import rebuild
+    from steps.products.cube import rebuild
 
     for r in rebuild(_cube_storage(out), list(tiles) or None, progress=_cube_progress):
         _cube_line(r)
@@ -322,7 +322,7 @@ def cube_rebuild(out: str, tiles: tuple[str, ...]) -> None:
 @click.option("--out", required=True, help="Output root (directory or s3://…).")
 def cube_status(out: str) -> None:
     """Per tile: dates held, segments, generation and time range."""
-    from steps.cube import describe
+    from steps.products.cube import describe
     from steps.storage import open_storage
 
     rows = describe(open_storage(out))
@@ -338,8 +338,8 @@ def cube_status(out: str) -> None:
 @click.option("--deep", is_flag=True, help="Also decode every chunk (zstd + crc32c) and check none is missing.")
 def cube_audit(out: str, deep: bool) -> None:
     """Compare the store with the catalog; exit 4 when it lacks dates, holds stale ones or is damaged."""
-    from steps.audit_cli import EXIT_INCOMPLETE
-    from steps.cube import audit
+    from steps.ops.audit_cli import EXIT_INCOMPLETE
+    from steps.products.cube import audit
 
     bad = 0
     for a in audit(_cube_storage(out), deep=deep):
@@ -371,8 +371,8 @@ def step() -> None:
 
 
 def _make_step_command(name: str) -> click.Command:
-    from steps.contract import write_outputs
-    from steps.registry import STEPS
+    from steps.pipeline.contract import write_outputs
+    from steps.pipeline.registry import STEPS
 
     st = STEPS[name]
     params: list[click.Parameter] = []
@@ -388,7 +388,7 @@ def _make_step_command(name: str) -> click.Command:
     def callback(outputs_dir: Path | None, **kwargs: Any) -> None:
         from pydantic import ValidationError
 
-        from steps.failures import run_step
+        from steps.pipeline.failures import run_step
         from steps.settings import get_settings
 
         try:
@@ -405,7 +405,7 @@ def _make_step_command(name: str) -> click.Command:
 # Command modules of other parts of the package (queue, serving, audit) add themselves here: each module
 # that exists must define ``COMMANDS: list[click.Command]``. A module that is present but broken fails
 # loudly; one that is absent (a trimmed image) is simply not offered.
-EXTRA_COMMAND_MODULES = ("steps.queue_cli", "steps.edr.cli", "steps.audit_cli")
+EXTRA_COMMAND_MODULES = ("steps.queue.cli", "steps.edr.cli", "steps.ops.audit_cli")
 
 
 def _register_extra_commands() -> None:
@@ -425,7 +425,7 @@ def _register_extra_commands() -> None:
 
 
 def _register_steps() -> None:
-    from steps.registry import STEPS
+    from steps.pipeline.registry import STEPS
 
     for name in STEPS:
         step.add_command(_make_step_command(name))

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from steps.grid import footprint_lonlat, parse_tile
 from steps.sentinel2.bands import BANDS, Band
+from steps.sentinel2.grid import footprint_lonlat, parse_tile
 from synthesizer.esa import (
     bands_of,
     product_metadata_xml,

@@ -36,8 +36,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from steps.grid import parse_tile
 from steps.sentinel2.bands import BANDS, L1C_BANDS, L2A_BANDS
+from steps.sentinel2.grid import parse_tile
 from synthesizer.render import (
     ANGLE_GRID_STEP_M,
     OFFSET_DN,

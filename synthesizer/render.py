@@ -49,9 +49,9 @@ from typing import Any
 import numpy as np
 
 from steps.errors import InvalidInputError
-from steps.grid import footprint_polygon_lonlat, parse_tile
 from steps.science.angles import circular_mean_deg, nan_mean
 from steps.sentinel2.bands import BANDS, L1C_BANDS
+from steps.sentinel2.grid import footprint_polygon_lonlat, parse_tile
 from steps.sentinel2.metadata import OFFSET_BASELINE, baseline_key
 
 logger = logging.getLogger(__name__)

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from steps.grid import parse_tile
 from steps.sentinel2.bands import BANDS, normalise_band_name
+from steps.sentinel2.grid import parse_tile
 from synthesizer.earthsearch import encode_dn
 from synthesizer.esa import (
     L2A_SAFE_BANDS,

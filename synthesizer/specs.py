@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
-from steps.grid import parse_tile
+from steps.sentinel2.grid import parse_tile
 from synthesizer.render import SceneSpec, _rng
 
 _BASELINES = (  # (first operational date, baseline)

@@ -346,7 +346,7 @@ def check_entrypoint(container: dict[str, Any], where: str) -> str | None:
 
 def step_output_files(step: str, args: list[str]) -> set[str]:
     """Files ``raw2ready step <step> … --outputs-dir DIR`` writes: ``DIR/<field>`` per Outputs field."""
-    from steps.registry import STEPS
+    from steps.pipeline.registry import STEPS
 
     if "--outputs-dir" not in args:
         return set()

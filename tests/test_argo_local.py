@@ -279,8 +279,8 @@ def _comparable(tree: dict[str, bytes]) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def sensor_run(cluster: LocalCluster, demo_archive: Path) -> Iterator[Run]:
     """A work order published to the real broker → EventSource → Sensor → Workflow → executed."""
-    from steps.orders import WorkOrder
-    from steps.queue import delete_topology, publish_orders
+    from steps.queue.orders import WorkOrder
+    from steps.queue.worker import delete_topology, publish_orders
 
     prefix = f"s3://{cluster.out_bucket()}/sensor-{uuid.uuid4().hex[:8]}"
     cluster.upload(demo_archive.parent, f"{prefix}/source")
@@ -383,7 +383,7 @@ def test_regression_workflow_with_a_failed_scene_ended_succeeded(failed_run: Run
     assert tasks["catalog"].phase == "Succeeded" and tasks["catalog"].outputs["skipped"] == "1"
     assert tasks["fail-if-a-scene-failed"].phase == "Omitted"
     # nothing of the bad scene is published; its failure record (what `raw2ready audit` reports as
-    # `failed`) is written by the failing step's pod itself (steps.failures.run_step)
+    # `failed`) is written by the failing step's pod itself (steps.pipeline.failures.run_step)
     published = [k for k in failed_run.argo if BAD_SCENE in k and not k.startswith("failures/")]
     assert "catalog.json" in failed_run.argo and published == []
     record = json.loads(failed_run.argo[f"failures/{BAD_SCENE}.json"])

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from rabbit_node import RabbitNode, rabbitmq_server_path
 
-from steps.queue import Topology, connect, declare_topology, done_key, queue_depths
+from steps.queue.worker import Topology, connect, declare_topology, done_key, queue_depths
 
 from r2r_helpers import COUNTS_PROPERTY
 
@@ -46,7 +46,7 @@ def node() -> Iterator[RabbitNode]:
 @pytest.fixture
 def queue(node: RabbitNode) -> Iterator[str]:
     """A unique queue name on the second node; its topology is deleted afterwards."""
-    from steps.queue import delete_topology
+    from steps.queue.worker import delete_topology
 
     name = f"r2r-fault-{uuid.uuid4().hex[:10]}"
     yield name
@@ -124,7 +124,7 @@ def _drain_ids(url: str, queue: str) -> list[str]:
 def test_broker_stopped_mid_scene_worker_reconnects_and_every_order_is_done_once(
         how: str, node: RabbitNode, queue: str, slow_archive: Path, tmp_path: Path,
         record_property: Callable[[str, object], None]) -> None:
-    from steps.orders import monthly_orders
+    from steps.queue.orders import monthly_orders
 
     out = tmp_path / "out"
     orders = monthly_orders(["47PPR"], date(2022, 1, 1), date(2024, 1, 31), str(slow_archive), str(out))
@@ -190,8 +190,8 @@ def test_broker_stopped_mid_scene_worker_reconnects_and_every_order_is_done_once
 @pytest.mark.parametrize("how", ["kill", "stop"])
 def test_broker_stopped_while_enqueue_publishes_loses_nothing_and_counts_republished(
         how: str, node: RabbitNode, queue: str, tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
-    from steps.orders import monthly_orders
-    from steps.tiles import aoi_tiles
+    from steps.queue.orders import monthly_orders
+    from steps.sentinel2.tiles import aoi_tiles
 
     tiles = aoi_tiles("thailand", "all")
     # 98 tiles × 48 months = 4,704 orders: publishing takes 5-20 s here, room to stop the broker midway.
@@ -250,8 +250,8 @@ def test_a_duplicate_order_in_the_queue_takes_effect_once(node: RabbitNode, queu
     """The harmlessness the publisher relies on: an order republished after a lost confirm runs once."""
     import json
 
-    from steps.orders import WorkOrder
-    from steps.queue import publish_orders
+    from steps.queue.orders import WorkOrder
+    from steps.queue.worker import publish_orders
 
     src = tmp_path / "src"
     src.mkdir()

@@ -6,8 +6,8 @@ import click
 import pytest
 
 from steps.cli import step as step_group
-from steps.registry import SCENE_DAG, STEPS, WORKFLOW_PARAMS
-from steps.source import SceneRef
+from steps.pipeline.registry import SCENE_DAG, STEPS, WORKFLOW_PARAMS
+from steps.sentinel2.source import SceneRef
 
 
 def test_every_step_is_kebab_case_with_described_scalar_fields() -> None:

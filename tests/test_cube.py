@@ -1,7 +1,7 @@
 """The time-series store (``cube/<tile>``): values, appends, rebuilds, a killed writer, the lock, S3.
 
 Expected values are read with rasterio from the product COGs and the store is read with zarr directly
-(:func:`_zarr_dates`), not through :class:`steps.cube.CubeReader`, except where the reader is under test.
+(:func:`_zarr_dates`), not through :class:`steps.products.cube.CubeReader`, except where the reader is under test.
 Tests that change a catalog work on a copy of the session's processed demo tree.
 """
 
@@ -103,7 +103,7 @@ def test_the_pipeline_keeps_a_store_whose_values_equal_the_cogs_on_every_date(pr
 
 
 def test_reader_windows_equal_cog_windows_and_follow_checksums(processed: Path) -> None:
-    from steps.cube import CubeReader
+    from steps.products.cube import CubeReader
     from steps.storage import open_storage
 
     reader = CubeReader(open_storage(str(processed)))
@@ -123,7 +123,7 @@ def test_reader_windows_equal_cog_windows_and_follow_checksums(processed: Path) 
 
 def test_direct_chunk_reads_equal_zarr_across_chunk_and_shard_edges(processed: Path) -> None:
     """The server's reader (shard index + one range read per chunk, crc32c checked) against zarr itself."""
-    from steps.cube import DirectArray, _Bytes, open_segment_array, segment_prefix
+    from steps.products.cube import DirectArray, _Bytes, open_segment_array, segment_prefix
     from steps.storage import open_storage
 
     storage = open_storage(str(processed))
@@ -147,7 +147,7 @@ def test_a_new_pixel_is_one_range_request_per_array_once_the_shard_indexes_are_l
         processed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``shard_indexes`` holds every shard's own index; with it a pixel never read before costs one range
     read (no shard-index read); without it (an older store) the shard indexes are read and values agree."""
-    from steps import cube
+    from steps.products import cube
     from steps.storage import open_storage
 
     calls: list[tuple[str, str]] = []
@@ -195,7 +195,7 @@ def test_a_window_over_several_chunks_of_a_remote_store_reads_them_in_parallel(p
     requests at once (a local store reads them in turn), and the values are the same."""
     import threading
 
-    from steps import cube
+    from steps.products import cube
     from steps.storage import open_storage
 
     storage = open_storage(str(processed))
@@ -242,7 +242,7 @@ def test_a_damaged_or_wrong_shard_indexes_file_is_refused_and_found_by_the_deep_
         processed: Path, tmp_path: Path) -> None:
     from numcodecs import Zstd
 
-    from steps import cube
+    from steps.products import cube
     from steps.storage import open_storage
 
     root = _copy(processed, tmp_path)
@@ -275,7 +275,7 @@ def test_a_damaged_or_wrong_shard_indexes_file_is_refused_and_found_by_the_deep_
 
 def test_a_damaged_chunk_is_refused_by_the_reader_and_the_server_answers_from_the_cogs(
         processed: Path, tmp_path: Path) -> None:
-    from steps.cube import CubeError, CubeReader
+    from steps.products.cube import CubeError, CubeReader
     from steps.storage import open_storage
 
     root = _copy(processed, tmp_path)
@@ -346,7 +346,7 @@ def test_appending_dates_writes_new_segments_and_never_rewrites_old_ones(process
 
 def test_a_long_history_is_copied_in_batches_that_the_binary_counter_merges(
         processed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import steps.cube as cube
+    import steps.products.cube as cube
     from steps.storage import open_storage
 
     root = _copy(processed, tmp_path, with_cube=False)
@@ -389,7 +389,7 @@ def test_a_republished_scene_is_stale_until_synced_and_a_removed_one_is_dropped(
     assert audit.returncode == 4
     assert f"stale: {victim['id']}" in audit.stdout and f"extra: {gone['id']}" in audit.stdout
 
-    from steps.cube import CubeReader
+    from steps.products.cube import CubeReader
     from steps.storage import open_storage
 
     reader = CubeReader(open_storage(str(root)))
@@ -433,7 +433,7 @@ def test_a_damaged_shard_is_found_by_the_deep_audit(processed: Path, tmp_path: P
 # ------------------------------------------------------------------------------------- writers and locks
 _KILL_BEFORE_COMMIT = """
 import os, signal, sys
-import steps.cube as cube
+import steps.products.cube as cube
 def die(*a, **k):
     print("segment written, dying before the commit", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -472,7 +472,7 @@ def test_a_writer_killed_before_its_commit_leaves_the_store_readable_and_the_nex
 
 _HOLD_LOCK = """
 import sys, time
-from steps.cube import tile_lock
+from steps.products.cube import tile_lock
 from steps.storage import open_storage
 with tile_lock(open_storage(sys.argv[1]), sys.argv[2]):
     print("locked", flush=True)
@@ -481,8 +481,8 @@ with tile_lock(open_storage(sys.argv[1]), sys.argv[2]):
 
 
 def test_one_writer_per_tile_and_concurrent_syncs_converge(processed: Path, tmp_path: Path) -> None:
-    from steps.cube import tile_lock
     from steps.errors import TransientError
+    from steps.products.cube import tile_lock
     from steps.storage import open_storage
 
     root = _copy(processed, tmp_path, with_cube=False)
@@ -565,8 +565,8 @@ def test_edr_series_come_from_the_store_and_equal_the_cogs(processed: Path, tmp_
 def test_edr_answers_from_the_store_on_s3(processed: Path, s3_env: dict[str, str], tmp_path: Path) -> None:
     """The store written to S3 by `raw2ready cube rebuild` (obstore, range requests) is read by the
     server and equals the COGs; the S3 writer lock is a lease object taken with If-None-Match."""
-    from steps.cube import LOCK_TTL_S, CubeReader, tile_lock
     from steps.errors import TransientError
+    from steps.products.cube import LOCK_TTL_S, CubeReader, tile_lock
     from steps.storage import open_storage
 
     make_bucket("cube-s3")

@@ -1,5 +1,5 @@
 """The failure record ``failures/<scene_id>.json``: written by the failing step on either path, cleared by
-the step that completes the scene, never in the way of the real error (steps/failures.py)."""
+the step that completes the scene, never in the way of the real error (steps/pipeline/failures.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def archive(demo_archive: Path, tmp_path: Path) -> Path:
 
 
 def _scene(catalog: Path, scene_id: str):  # type: ignore[no-untyped-def]
-    from steps.source import find_scenes
+    from steps.sentinel2.source import find_scenes
 
     return next(s for s in find_scenes(str(catalog), [TILE], START, END) if s.scene_id == scene_id)
 
@@ -58,8 +58,8 @@ def _record(out: Path, scene_id: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_a_step_command_failing_with_exit_3_records_its_step_and_exit_code(archive: Path, tmp_path: Path) -> None:
-    from steps.audit import audit, status_rows
-    from steps.source import find_scenes
+    from steps.ops.audit import audit, status_rows
+    from steps.sentinel2.source import find_scenes
     from steps.storage import open_storage
 
     bad = _scene(archive, BAD)
@@ -86,7 +86,7 @@ def test_a_step_command_failing_with_exit_3_records_its_step_and_exit_code(archi
 
 
 def test_a_later_success_in_the_runner_clears_the_record(archive: Path, tmp_path: Path) -> None:
-    from steps.runner import run_scene
+    from steps.pipeline.runner import run_scene
     from steps.settings import get_settings
 
     bad = _scene(archive, BAD)
@@ -134,7 +134,7 @@ def test_a_failure_while_writing_the_record_keeps_the_exit_code_and_error(archiv
 
 
 def test_the_runner_and_the_step_command_write_the_same_record_bytes(archive: Path, tmp_path: Path) -> None:
-    from steps.runner import run_scenes
+    from steps.pipeline.runner import run_scenes
     from steps.settings import get_settings
 
     bad = _scene(archive, BAD)
@@ -148,8 +148,8 @@ def test_the_runner_and_the_step_command_write_the_same_record_bytes(archive: Pa
 
 
 def test_the_runner_records_only_failures_no_step_recorded(tmp_path: Path) -> None:
-    from steps.failures import failure_record
-    from steps.runner import SceneResult, record_outcome
+    from steps.pipeline.failures import failure_record
+    from steps.pipeline.runner import SceneResult, record_outcome
     from steps.storage import open_storage
 
     storage = open_storage(tmp_path)
@@ -163,8 +163,8 @@ def test_the_runner_records_only_failures_no_step_recorded(tmp_path: Path) -> No
 
 
 def test_only_per_scene_steps_name_a_scene() -> None:
-    from steps.failures import scene_id_of
-    from steps.registry import STEPS
+    from steps.pipeline.failures import scene_id_of
+    from steps.pipeline.registry import STEPS
 
     def inputs(step: str, **kw: object):  # type: ignore[no-untyped-def]
         return STEPS[step].Inputs.model_construct(**kw)

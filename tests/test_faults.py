@@ -57,7 +57,7 @@ def test_audit_names_a_deleted_and_a_corrupted_asset_and_a_rerun_restores_them(
     assert report["counts"]["corrupt"] == 2 and not report["complete"]
 
     # re-drive without a broker: quarantine (nothing is deleted) and run the range again
-    from steps.audit import AuditReport, SceneAudit, requeue_plan
+    from steps.ops.audit import AuditReport, SceneAudit, requeue_plan
     from steps.storage import open_storage
 
     rep = AuditReport([SceneAudit(**s) for s in report["scenes"]], report["orphans"])
@@ -176,8 +176,8 @@ def test_a_worker_dead_letters_an_order_with_bad_inputs_once_and_publishes_the_r
     """Bad inputs through the queue: exit 3 goes straight to the dead-letter queue (no retry loop)."""
     from datetime import date
 
-    from steps.orders import WorkOrder
-    from steps.queue import Worker, delete_topology, peek_dead, publish_orders, queue_depths
+    from steps.queue.orders import WorkOrder
+    from steps.queue.worker import Worker, delete_topology, peek_dead, publish_orders, queue_depths
 
     root = _bad_inputs_archive(tmp_path)
     out = tmp_path / "out"
@@ -293,7 +293,7 @@ def test_kill_9_while_an_asset_uploads_leaves_nothing_partial_and_the_next_run_c
 def test_audit_requeue_and_a_worker_restore_deleted_and_corrupted_assets(
         processed: Path, demo_archive: Path, demo_range: tuple[list[str], str, str], tmp_path: Path) -> None:
     """The issue's acceptance path end to end: audit names both → --requeue → worker → audit clean."""
-    from steps.queue import delete_topology
+    from steps.queue.worker import delete_topology
 
     out = _copy(processed, tmp_path / "out")
     coll = out / "raw2ready-s2-vegetation"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from steps.errors import InvalidInputError
-from steps.grid import (
+from steps.sentinel2.grid import (
     FALSE_NORTHING_SOUTH_M,
     TILE_SIZE_M,
     all_tiles,

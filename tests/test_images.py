@@ -477,7 +477,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Imag
 _WALK = r"""
 import json, click, steps, steps.cli as cli
 from click.testing import CliRunner
-from steps.registry import STEPS
+from steps.pipeline.registry import STEPS
 
 def walk(cmd, path, ctx):
     out = [path]
@@ -545,7 +545,7 @@ def test_steps_image_runs_every_entrypoint_and_a_tiny_scene(
         image_venv: Callable[[str], ImageVenv],
         steps_image_products: tuple[str, Path, subprocess.CompletedProcess[str]]) -> None:
     import steps.cli
-    from steps.registry import STEPS
+    from steps.pipeline.registry import STEPS
 
     iv = image_venv("steps")
     # every command and step entrypoint, as listed by the CLI and the step registry inside the venv

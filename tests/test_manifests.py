@@ -312,7 +312,7 @@ def test_no_secret_values_in_any_manifest() -> None:
 
 
 def test_event_source_consumes_the_named_durable_queue_like_the_worker() -> None:
-    from steps.queue import Topology
+    from steps.queue.worker import Topology
     from steps.settings import Settings
 
     es = next(o for o in built("base") if o["kind"] == "EventSource")
@@ -326,7 +326,7 @@ def test_event_source_consumes_the_named_durable_queue_like_the_worker() -> None
 
 
 def test_sensor_maps_message_fields_to_template_parameters_by_name() -> None:
-    from steps.orders import WorkOrder
+    from steps.queue.orders import WorkOrder
 
     objs = built("base")
     sensor = next(o for o in objs if o["kind"] == "Sensor")
@@ -615,7 +615,7 @@ def test_keda_schema_validation_rejects_a_typo(kind: str, with_workers: list[dic
 
 def test_queue_workers_consume_their_own_queue_not_the_event_sources(with_workers: list[dict[str, Any]]) -> None:
     """Two consumers of one queue would race for orders: the workers' queue (and its topology) is disjoint."""
-    from steps.queue import Topology
+    from steps.queue.worker import Topology
 
     worker_queue = _container_env(with_workers, _worker(with_workers))["RAW2READY_QUEUE_NAME"]
     es = next(o for o in with_workers if o["kind"] == "EventSource")

@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from steps.errors import InvalidInputError
-from steps.orders import WorkOrder, month_ranges, monthly_orders
+from steps.queue.orders import WorkOrder, month_ranges, monthly_orders
 
 
 def _order(**kw: object) -> WorkOrder:
@@ -65,7 +65,7 @@ def test_enqueue_dry_run_prints_one_order_per_tile_and_month() -> None:
     from click.testing import CliRunner
 
     from steps.cli import main
-    from steps.tiles import thailand_tiles
+    from steps.sentinel2.tiles import thailand_tiles
 
     res = CliRunner().invoke(main, ["enqueue", "--aoi", "thailand", "--start", "2024-01-15", "--end", "2024-03-31",
                                     "--source", "/src/catalog.json", "--out", "s3://b/p", "--dry-run"])

@@ -109,7 +109,7 @@ def test_fully_clouded_scene_is_skipped_and_recorded(processed: Path) -> None:
 
 
 def test_catalog_is_valid_stac_and_assets_are_valid_cogs(processed: Path) -> None:
-    from steps.validate import validate_products
+    from steps.products.validate import validate_products
 
     assert validate_products(str(processed / "catalog.json")) == []
     items = _items(processed)

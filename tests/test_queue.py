@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from steps.errors import TransientError
-from steps.orders import WorkOrder
-from steps.queue import (
+from steps.queue.orders import WorkOrder
+from steps.queue.worker import (
     HDR_EXIT,
     HDR_REASON,
     Outcome,
@@ -75,7 +75,7 @@ def queue(broker: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 def _orders(source: Path, out: Path, months: list[tuple[int, int]], tiles: tuple[str, ...] = ("47PPR", "47PQR"),
             ) -> list[WorkOrder]:
-    from steps.orders import monthly_orders
+    from steps.queue.orders import monthly_orders
 
     orders: list[WorkOrder] = []
     for y, m in months:
@@ -149,7 +149,7 @@ def test_enqueue_then_worker_publishes_the_orders_items(queue: str, demo_archive
         record = json.loads((out / done_key(o.message_id)).read_text())
         assert record["order"]["tiles"] == o.tiles and record["message_id"] == o.message_id
     # the catalog lists exactly the orders' items (root → collection → year → quarter → month → item)
-    from steps.audit import _listed_items
+    from steps.ops.audit import _listed_items
     from steps.storage import open_storage
 
     items = {k for k in scene_files(got) if k.endswith(".json") and not k.endswith(".skipped.json")}

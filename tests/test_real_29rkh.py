@@ -172,7 +172,7 @@ def test_the_real_scene_enters_the_time_series_store_with_the_cogs_values(
     import zarr
     import zarr.storage
 
-    from steps.cube import SHARD_INDEXES, CubeReader, check_shard_indexes
+    from steps.products.cube import SHARD_INDEXES, CubeReader, check_shard_indexes
     from steps.storage import open_storage
 
     out, item, folder = run_29rkh

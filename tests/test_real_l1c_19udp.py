@@ -5,7 +5,7 @@ bands (122×122 at 900 m, no nodata tag; 37.5 % of the pixels are DN 0 in every 
 ``derived/s2cloudless_1.7.3_expected.npz`` written by s2cloudless itself:
 ``S2PixelCloudDetector(threshold=0.4, average_over=4, dilation_size=2, all_bands=True)`` on DN/10000, no-data
 pixels included. The radiometry comes from the rule (baseline 02.05 from the product name in ``tileInfo.json``:
-no offset), the bands from :func:`steps.raster.read_bands`.
+no offset), the bands from :func:`steps.products.raster.read_bands`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ DATA = Path(__file__).parent / "data" / "real" / "rio-tiler-pds" / "S2A_19UDP_20
 @pytest.fixture(scope="module")
 def toa() -> tuple[np.ndarray, np.ndarray]:
     """(H, W, 10) float32 TOA reflectance in s2cloudless order (0 at no data, as the oracle had it) and no-data."""
-    from steps.raster import BandRead, read_bands
+    from steps.products.raster import BandRead, read_bands
     from steps.science.cloudmask import S2CLOUDLESS_BANDS
     from steps.science.radiometry import dn_to_reflectance
     from steps.sentinel2.items import parse_tileinfo

@@ -63,7 +63,7 @@ def test_jp2_bands_open_without_gdal_warnings(tmp_path: Path, caplog: pytest.Log
     """ESA's JPEG 2000 bands are read with no driver warning (the GTiff-only NUM_THREADS open option warned)."""
     import numpy as np
 
-    from steps.raster import BandRead, read_bands
+    from steps.products.raster import BandRead, read_bands
     from synthesizer.safe import write_jp2
 
     paths = []

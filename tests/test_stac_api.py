@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from steps.catalog import parse_datetime
+from steps.products.catalog import parse_datetime
 
 from r2r_helpers import make_bucket, run_cli, upload_tree
 
@@ -189,7 +189,7 @@ def stac_api(s3_env: dict[str, str], demo_archive: Path) -> Iterator[MiniStacApi
 
 def test_stac_api_source_finds_the_same_scenes_as_the_static_catalog(stac_api: MiniStacApi, demo_archive: Path,
                                                                      demo_range: tuple[list[str], str, str]) -> None:
-    from steps.source import find_scenes
+    from steps.sentinel2.source import find_scenes
 
     tiles, start, end = demo_range
     from_api = find_scenes(stac_api.url, tiles, start, end)
@@ -208,7 +208,7 @@ def test_stac_api_source_finds_the_same_scenes_as_the_static_catalog(stac_api: M
 
 
 def test_stac_api_search_is_narrowed_to_the_tile_and_dates(stac_api: MiniStacApi) -> None:
-    from steps.source import find_scenes
+    from steps.sentinel2.source import find_scenes
 
     scenes = find_scenes(stac_api.url, ["47PQR"], "2022-02-01", "2022-02-28")
     assert [s.scene_id for s in scenes] == ["S2A_47PQR_20220202T034720"]
@@ -259,7 +259,7 @@ def test_stac_api_that_refuses_the_search_is_invalid_input(stac_api: MiniStacApi
 def test_planetary_computer_is_searched_by_its_own_tile_property(tmp_path: Path) -> None:
     """A STAC API serving Planetary Computer's real collection and items (35MNM, June-July 2020): the tile goes
     in ``s2:mgrs_tile`` (PC has no ``grid:code``), recognised from the collection's ``msft:*`` fields."""
-    from steps.source import find_scenes
+    from steps.sentinel2.source import find_scenes
 
     real = Path(__file__).parent / "data" / "real"
     coll_dir = tmp_path / "pc" / "sentinel-2-l2a"

@@ -1,4 +1,4 @@
-"""Offline STAC validation (steps.stacvalidate) against the vendored schemas, with the network blocked."""
+"""Offline STAC validation (steps.products.stacvalidate) against the vendored schemas, with the network blocked."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from pystac.extensions.view import ViewExtension
 
-from steps import stacvalidate
-from steps.stacvalidate import schema_map, validate_stac
+from steps.products import stacvalidate
+from steps.products.stacvalidate import schema_map, validate_stac
 
 PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 RASTER = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"

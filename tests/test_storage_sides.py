@@ -29,7 +29,7 @@ from s3_helpers import (  # noqa: F401  (the *_fixture names register the two_se
 
 import steps
 from steps.errors import InvalidInputError
-from steps.raster import BandRead, raster_info, read_band, read_bands
+from steps.products.raster import BandRead, raster_info, read_band, read_bands
 from steps.settings import Settings, get_settings
 from steps.storage import S3Storage, classify_s3_error, gdal_env, gdal_env_options, open_storage, read_uri, s3_client
 

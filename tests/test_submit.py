@@ -191,7 +191,7 @@ THAI_LISTS = {
 @pytest.mark.parametrize("which", [*THAI_LISTS, "thailand"])
 def test_submit_names_and_labels_are_valid_for_real_thai_tile_lists(argo: FakeArgoServer, which: str) -> None:
     """Workflow name ≤ 63 with its random suffix, label values valid, for 1 … all 98 Thai tiles."""
-    from steps.tiles import thailand_tiles
+    from steps.sentinel2.tiles import thailand_tiles
     from workflows.labels import is_valid_label_value
 
     tiles = thailand_tiles() if which == "thailand" else THAI_LISTS[which]

@@ -23,8 +23,8 @@ import pytest
 import rasterio
 
 import synthesizer as synth
-from steps.grid import parse_tile
 from steps.sentinel2.bands import BANDS, L1C_BANDS, L2A_BANDS
+from steps.sentinel2.grid import parse_tile
 from synthesizer import SceneSpec
 from synthesizer.esa import product_names
 
@@ -404,7 +404,7 @@ def test_catalog_passes_core_stac_schemas_offline(archive):
 def test_stac_validator_passes_offline_with_vendored_schemas(archive):
     # Only the extensions Earth Search items declare but steps/data/stac-schemas does not vendor
     # (projection v1.1.0 for proj:epsg, sentinel-2 v1.0.0) may be reported, and only as "not vendored".
-    from steps.stacvalidate import validate_stac
+    from steps.products.stacvalidate import validate_stac
 
     errors = validate_stac(archive / "catalog.json")
     tolerated = ("https://stac-extensions.github.io/sentinel-2/v1.0.0/schema.json",

@@ -60,10 +60,10 @@ def _products(out: Path, scene_id: str) -> dict[str, np.ndarray]:
 
 
 def _run_both(archive: Path, tmp_path: Path, which: int) -> tuple[object, dict[str, np.ndarray], object, object]:
-    from steps.runner import run_scene
-    from steps.scene import load_scene
+    from steps.pipeline.runner import run_scene
+    from steps.pipeline.scene import load_scene
+    from steps.sentinel2.source import find_scenes
     from steps.settings import get_settings
-    from steps.source import find_scenes
 
     naive = _naive()
     scene_ref = find_scenes(str(archive), ["47PPR"], "2024-01-01", "2024-01-31")[which]
@@ -98,7 +98,7 @@ def test_products_equal_the_naive_reference_on_the_scl_path(archive: Path, tmp_p
 def test_products_equal_the_naive_reference_with_s2cloudless(archive: Path, tmp_path: Path) -> None:
     """With L1C: the mask equals the one made with s2cloudless's own detector, and NDVI/LAI/flags equal the
     float64 reference within one stored unit."""
-    from steps.products import LAI, NDVI
+    from steps.products.definitions import LAI, NDVI
 
     scene, ours, ref, naive = _run_both(archive, tmp_path, which=0)
     valid = ref["cloud_mask"] != 255
@@ -114,9 +114,9 @@ def test_products_equal_the_naive_reference_with_s2cloudless(archive: Path, tmp_
 def test_cog_temp_file_compression_changes_no_byte(tmp_path: Path) -> None:
     """``COG_TMP_ENV`` (ZSTD level 1 for the COG driver's temporary overview file) is a speed setting only:
     the written COG equals, byte for byte, the one GDAL writes with its default temporary file."""
-    import steps.raster as raster
-    from steps.products import LAI, NDVI
-    from steps.raster import Grid
+    import steps.products.raster as raster
+    from steps.products.definitions import LAI, NDVI
+    from steps.products.raster import Grid
     from steps.storage import LocalStorage
 
     rng = np.random.default_rng(7)

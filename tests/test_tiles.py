@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from steps.errors import InvalidInputError
-from steps.grid import TILE_SIZE_M, parse_tile
-from steps.tiles import (
+from steps.sentinel2.grid import TILE_SIZE_M, parse_tile
+from steps.sentinel2.tiles import (
     Boundary,
     aoi_tiles,
     box_intersects_polygon,
@@ -182,7 +182,7 @@ def test_minimal_cover_covers_the_independent_natural_earth_outline() -> None:
     from shapely.geometry import MultiPolygon, Polygon
     from shapely.ops import unary_union
 
-    from steps.grid import footprint_polygon_lonlat
+    from steps.sentinel2.grid import footprint_polygon_lonlat
 
     tr = Transformer.from_crs("EPSG:4326", "+proj=aea +lat_0=13 +lon_0=101 +lat_1=7 +lat_2=19", always_xy=True)
 

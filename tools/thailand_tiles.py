@@ -7,7 +7,7 @@ default ``../shared/real/s2-grid/thailand_tiles.csv`` beside the repository)::
 
 The csv lists the 98 tiles of ESA's Sentinel-2 grid whose square holds Thai land (union of Thailand's 77
 province polygons), with ``thai_land_km2`` and ``unique_thai_land_km2`` (Thai land that no other of the 98
-holds). The script checks every row against :func:`steps.grid.parse_tile` (the id is in ESA's grid; EPSG and
+holds). The script checks every row against :func:`steps.sentinel2.grid.parse_tile` (the id is in ESA's grid; EPSG and
 corners agree) and writes ``tiles`` (all 98), ``minimal`` (the 90 with unique land > 0) and the per-tile areas.
 
 ``boundary.geojson`` (only with ``--boundary``) — Thailand's outline from Natural Earth 1:10m "Admin 0 –
@@ -168,7 +168,7 @@ def tiles_doc(csv_path: Path) -> dict[str, Any]:
     """The content of ``tiles.json`` from the shared ``thailand_tiles.csv`` (each row checked against the grid)."""
     import csv
 
-    from steps.grid import parse_tile
+    from steps.sentinel2.grid import parse_tile
 
     details: list[dict[str, Any]] = []
     with csv_path.open(newline="") as fh:
@@ -177,7 +177,7 @@ def tiles_doc(csv_path: Path) -> dict[str, Any]:
             want = (int(row["epsg"]), float(row["ulx"]), float(row["uly"]), float(row["lrx"]), float(row["lry"]))
             have = (t.epsg, t.ulx, t.uly, t.bounds[2], t.bounds[1])
             if want != have:
-                raise SystemExit(f"{t.id}: csv says {want}, steps.grid says {have}")
+                raise SystemExit(f"{t.id}: csv says {want}, steps.sentinel2.grid says {have}")
             if (row["grid_land_flag"] == "True") != t.land:
                 raise SystemExit(f"{t.id}: grid_land_flag differs from the grid table")
             details.append({"tile": t.id, "epsg": t.epsg, "thai_land_km2": float(row["thai_land_km2"]),

@@ -1,11 +1,11 @@
-"""The two WorkflowTemplates of the pipeline, generated from :data:`steps.registry.SCENE_DAG` and the steps.
+"""The two WorkflowTemplates of the pipeline, generated from :data:`steps.pipeline.registry.SCENE_DAG` and the steps.
 
 * ``raw2ready-scene`` — the per-scene DAG ``ingest → mask → (ndvi ‖ lai) → cog → stac`` exactly as the
   registry declares it: every argument wired by name (scene field, workflow parameter or another task's
   output) and ``when: mask.status == done`` on the tasks that only run for scenes that were not skipped.
   It can be submitted on its own to (re)process one scene.
 * ``raw2ready`` — the entry template. Parameters ``tiles``, ``start``, ``end``, ``source``, ``out`` (the
-  fields of :class:`steps.orders.WorkOrder`, which is how the Sensor maps messages by name). It runs the
+  fields of :class:`steps.queue.orders.WorkOrder`, which is how the Sensor maps messages by name). It runs the
   ``scenes`` step, fans out one ``raw2ready-scene`` per element of its ``scenes`` JSON list
   (``withParam``), then runs ``catalog`` once (fan-in) — also after some scenes failed, so everything that
   succeeded is published; the workflow still ends failed.
@@ -17,7 +17,7 @@ in a list inside this CRD, and the Argo UI form shows it as "empty = deployment 
 
 Fan-out: keep it to hundreds of scenes per workflow. Every node's status is stored in the Workflow object
 and etcd refuses objects over ~1 MB (Argo can offload node status, but only with a database). A work order
-is one tile × one calendar month (``steps.orders.monthly_orders``: ~6–40 scenes); a backfill is many
+is one tile × one calendar month (``steps.queue.orders.monthly_orders``: ~6–40 scenes); a backfill is many
 messages, not one big workflow (:data:`MAX_SCENES_PER_WORKFLOW` is the documented ceiling).
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate
 from hera.workflows import models as m
 
-from steps.orders import WorkOrder
-from steps.registry import SCENE_DAG, STEPS, WORKFLOW_PARAMS, Ref
+from steps.pipeline.registry import SCENE_DAG, STEPS, WORKFLOW_PARAMS, Ref
+from steps.queue.orders import WorkOrder
 from steps.settings import Settings
 from workflows.labels import (
     LABEL_END,
@@ -57,7 +57,7 @@ SCENE_DAG_TEMPLATE = "scene"
 ENTRY_DAG_TEMPLATE = "main"
 
 ENTRY_PARAMS = ("tiles", "start", "end", "source", "out", "force", "resolution")
-"""Entry parameters in the order the submit form shows them (the set is ``steps.registry.WORKFLOW_PARAMS``)."""
+"""Entry parameters in the order the submit form shows them (the set is ``steps.pipeline.registry.WORKFLOW_PARAMS``)."""
 SETTINGS_DEFAULTED = ("source", "out")
 """Entry parameters whose empty value means "the ``RAW2READY_<NAME>`` setting of the deployment"."""
 
@@ -184,7 +184,7 @@ def scene_template() -> WorkflowTemplate:
         name=SCENE_TEMPLATE,
         annotations={"workflows.argoproj.io/description":
                      "One Sentinel-2 scene: ingest → mask → ndvi ‖ lai → cog → stac (generated from "
-                     "steps.registry.SCENE_DAG)."},
+                     "steps.pipeline.registry.SCENE_DAG)."},
         entrypoint=SCENE_DAG_TEMPLATE,
         arguments=arguments,
         **_spec_options(SCENE_PARALLELISM),

@@ -13,7 +13,7 @@ Inputs, with where they come from:
 * :data:`POD_OVERHEAD_S` — an **assumption**, not a measurement (no cluster here): scheduling, container start
   with a cached image, the ``raw2ready`` import, reading the previous step's outputs from the object store;
 * the backfill — 25,000 scenes of the 98 Thai tiles over 48 months, one work order per tile × month
-  (``steps.orders.monthly_orders``), so 4,704 Workflows of ≈ 5.3 scenes on average;
+  (``steps.queue.orders.monthly_orders``), so 4,704 Workflows of ≈ 5.3 scenes on average;
 * the reference cluster — :data:`REFERENCE_NODES` nodes of 16 vCPU / 64 GiB, 90 % allocatable.
 """
 

@@ -21,7 +21,7 @@ from hera.workflows.models import Workflow, WorkflowCreateRequest
 from pydantic import PydanticDeprecatedSince20, ValidationError
 
 from steps.errors import InvalidInputError, Raw2ReadyError, TransientError, UsageError
-from steps.orders import WorkOrder
+from steps.queue.orders import WorkOrder
 from steps.settings import Settings
 from workflows.events import workflow_resource
 from workflows.labels import LABEL_END, LABEL_START, LABEL_TILES, label_value, tiles_label, workflow_name_prefix

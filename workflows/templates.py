@@ -1,4 +1,4 @@
-"""The container-template factory: one :class:`steps.contract.Step` → one Argo ``container`` template.
+"""The container-template factory: one :class:`steps.pipeline.contract.Step` → one Argo ``container`` template.
 
 Hera 7 retired the decorators that built container templates from models, so this is a small explicit
 factory. For a step it produces:
@@ -37,8 +37,8 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 import steps
-from steps.contract import Step
 from steps.errors import EXIT_TRANSIENT
+from steps.pipeline.contract import Step
 from workflows.labels import LABEL_STEP
 
 OUTPUTS_DIR = "/tmp/outputs"  # an emptyDir inside the pod, not a shared host path

@@ -10,6 +10,6 @@
 
 Conventions: queries come in WGS84 longitude/latitude (OGC CRS84); products are stored in the tile's UTM
 CRS (the item's ``proj:code``), so query geometries are transformed per item. Values are physical
-(stored × scale + offset, see :mod:`steps.products`); stored no-data (−32768 for NDVI/LAI, which also marks
+(stored × scale + offset, see :mod:`steps.products.definitions`); stored no-data (−32768 for NDVI/LAI, which also marks
 cloud-masked pixels; 255 for the uint8 assets) becomes ``null``.
 """

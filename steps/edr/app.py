@@ -31,10 +31,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from steps.catalog import format_datetime
 from steps.edr.config import PROVIDER_NAME
 from steps.edr.index import load_index
 from steps.edr.wsgi import StartResponse, WSGIApp, buffered
+from steps.products.catalog import format_datetime
 from steps.settings import get_settings
 
 log = logging.getLogger(__name__)

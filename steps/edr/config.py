@@ -51,7 +51,7 @@ class ServeOptions:
     url: str | None = None
     pixel_budget: int = DEFAULT_PIXEL_BUDGET
     read_workers: int = DEFAULT_READ_WORKERS
-    #: answer multi-date queries from the time-series store (steps.cube) where it holds the dates
+    #: answer multi-date queries from the time-series store (steps.products.cube) where it holds the dates
     cube: bool = True
     log_level: str = "WARNING"
 

@@ -1,6 +1,6 @@
 """The catalog's ``index.json``, loaded once per process and cached; reloaded when it changes.
 
-The index (written by :func:`steps.catalog.rebuild_catalog`) lists every published item with its datetime,
+The index (written by :func:`steps.products.catalog.rebuild_catalog`) lists every published item with its datetime,
 tile, platform, ``proj:code``, WGS84 bbox, asset keys (relative to the output root) and, per asset, the
 raster grid (``proj:shape`` and ``proj:transform`` in the item's UTM CRS). Nothing here opens a COG.
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from steps.catalog import INDEX_KEY, format_datetime, parse_datetime
+from steps.products.catalog import INDEX_KEY, format_datetime, parse_datetime
 from steps.storage import LocalStorage, S3Storage, open_storage
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class IndexItem:
 
     @functools.cached_property
     def datetime_text(self) -> str:
-        """The datetime as the catalog writes it (:func:`steps.catalog.format_datetime`)."""
+        """The datetime as the catalog writes it (:func:`steps.products.catalog.format_datetime`)."""
         return format_datetime(self.datetime)
 
 

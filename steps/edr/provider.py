@@ -18,7 +18,7 @@ Conventions
       the finest selected parameter; other parameters (e.g. the 20 m ``cloud_mask`` next to the 10 m
       ``ndvi``) are sampled at those centres from the pixel that contains them. Pixels outside the geometry
       or outside the chosen tile are ``null``.
-    * Values are physical: stored × scale + offset (:mod:`steps.products`); stored no-data (−32768 for NDVI
+    * Values are physical: stored × scale + offset (:mod:`steps.products.definitions`); stored no-data (−32768 for NDVI
       and LAI — cloud-masked pixels included — and 255 for ``cloud_mask``/``lai_flags``) is ``null``.
     * Overlapping MGRS tiles: an acquisition is (platform, sensing time to the second); neighbouring tiles of
       one datatake share it. A ground location is served by the tile of that acquisition whose raster centre
@@ -63,7 +63,7 @@ from steps.edr.index import CatalogIndex, IndexItem, RasterGrid, load_index
 from steps.edr.reader import WindowRead, read_windows
 from steps.edr.timeq import DatetimeQueryError, TimeRange, parse_datetime_query
 from steps.errors import TransientError
-from steps.products import BY_KEY, Product
+from steps.products.definitions import BY_KEY, Product
 from steps.storage import S3Storage
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,8 @@ _READERS_LOCK = threading.Lock()
 
 
 def cube_reader(catalog: str, storage: Any) -> Any:
-    """The process-wide :class:`steps.cube.CubeReader` of one output root (manifests cached in it)."""
-    from steps.cube import CubeReader
+    """The process-wide :class:`steps.products.cube.CubeReader` of one output root (manifests cached in it)."""
+    from steps.products.cube import CubeReader
 
     with _READERS_LOCK:
         reader = _READERS.get(catalog)

@@ -11,7 +11,7 @@ parsing, CRS, GDAL environment checks — mostly under the GIL), so datasets sta
   ``threads × handles_per_thread``);
 * GDAL releases the GIL while it decompresses and does I/O, so the shards overlap.
 
-Product COGs are immutable once published (see :mod:`steps.catalog`); :func:`invalidate` (called when the
+Product COGs are immutable once published (see :mod:`steps.products.catalog`); :func:`invalidate` (called when the
 catalog index changes) makes every shard drop its open datasets before its next read anyway.
 For ``s3://`` catalogs each shard enters :func:`steps.storage.gdal_env` once (rasterio's environment is
 per thread). Values are returned as stored (raw integers); scaling and no-data belong to the caller.

@@ -53,10 +53,10 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from steps.catalog import format_datetime
 from steps.edr.index import CatalogIndex, IndexItem, load_index
 from steps.edr.wsgi import StartResponse, WSGIApp, buffered
-from steps.products import BY_KEY
+from steps.products.catalog import format_datetime
+from steps.products.definitions import BY_KEY
 from steps.storage import S3Storage
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def colourise(raw: np.ndarray, valid: np.ndarray, product: str) -> tuple[np.ndar
     """Stored integers of ``product`` → ((3, h, w) uint8 RGB, (h, w) uint8 alpha: 255 valid, 0 no data).
 
     ``raw``: (h, w) stored values; ``valid``: (h, w) bool, False for no-data. Physical value = raw × scale +
-    offset (:mod:`steps.products`), mapped onto the product's :data:`RAMPS` entry.
+    offset (:mod:`steps.products.definitions`), mapped onto the product's :data:`RAMPS` entry.
     """
     p, ramp = BY_KEY[product], RAMPS[product]
     phys = raw.astype(np.float64) * p.scale + p.offset

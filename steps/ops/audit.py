@@ -1,7 +1,7 @@
 """Audit, re-drive and backfill status: make loss detectable and recoverable.
 
 ``audit`` compares three things for every scene of a tile/date range: what the source archive has (after
-dedupe, :func:`steps.source.find_scenes`), what the catalog lists, and which assets are actually present in
+dedupe, :func:`steps.sentinel2.source.find_scenes`), what the catalog lists, and which assets are actually present in
 storage with the checksum their item recorded. Each scene gets one state:
 
 =========  ====================================================================================
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
-from steps.catalog import (
+from steps.products.catalog import (
     COLLECTION_ID,
     failure_key,
     item_key,
@@ -41,7 +41,7 @@ from steps.catalog import (
     scene_folder,
     skip_key,
 )
-from steps.source import SceneRef, parse_scene_id
+from steps.sentinel2.source import SceneRef, parse_scene_id
 from steps.storage import LocalStorage, S3Storage, join
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def requeue_plan(storage: Store, report: AuditReport, source: str, out: str) -> 
 
     ``unlisted`` scenes need no reprocessing (a catalog rebuild lists them); they are not re-driven.
     """
-    from steps.orders import monthly_orders
+    from steps.queue.orders import monthly_orders
 
     months: dict[str, set[tuple[int, int]]] = defaultdict(set)
     for s in report.scenes:
@@ -209,7 +209,7 @@ def coverage(storage: Store) -> tuple[list[str], date, date] | None:
     widened to whole calendar months (the unit of a work order), so a month with one scene left is audited
     in full. A store that lost all of these needs explicit ``--tiles/--start/--end``.
     """
-    from steps.queue import ORDERS_PREFIX
+    from steps.queue.worker import ORDERS_PREFIX
 
     tiles: set[str] = set()
     days: list[date] = []

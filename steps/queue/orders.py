@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from steps.errors import InvalidInputError
-from steps.grid import normalize_tiles
+from steps.sentinel2.grid import normalize_tiles
 
 SCHEMA_VERSION = 1
 

@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pydantic import Field
 
-from steps.catalog import work_folder
-from steps.contract import Resources, Step, StepInputs, StepOutputs
-from steps.products import CLOUD_MASK, NDVI
-from steps.raster import encode, read_band, write_gtiff
-from steps.scene import BandInfo, load_scene
+from steps.pipeline.contract import Resources, Step, StepInputs, StepOutputs
+from steps.pipeline.scene import BandInfo, load_scene
+from steps.products.catalog import work_folder
+from steps.products.definitions import CLOUD_MASK, NDVI
+from steps.products.raster import encode, read_band, write_gtiff
 from steps.science.ndvi import ndvi
 from steps.science.radiometry import dn_to_reflectance
 from steps.science.scl import MASK_CLEAR

@@ -1,6 +1,6 @@
 """The per-scene failure record: one format, written and cleared by the steps themselves.
 
-``failures/<scene_id>.json`` (key :func:`steps.catalog.failure_key`) says that the last attempt of a scene
+``failures/<scene_id>.json`` (key :func:`steps.products.catalog.failure_key`) says that the last attempt of a scene
 failed, in which step and how; ``raw2ready audit`` reports such a scene as ``failed`` (not ``missing``) and
 ``raw2ready status`` counts it by ``scene.datetime``. Both execution paths write it with the code below:
 
@@ -12,14 +12,14 @@ name the scene, either directly (``scene_id``: ``ingest``) or through the scene 
 (``<out>/work/<scene_id>/scene.json``: ``mask``, ``ndvi``, ``lai``, ``cog``, ``stac``). ``scenes`` and
 ``catalog`` are not per-scene and write nothing.
 
-The body (canonical JSON, :func:`steps.catalog.dumps`)::
+The body (canonical JSON, :func:`steps.products.catalog.dumps`)::
 
     {"scene_id": …, "status": "failed", "step": <step name>, "exit_code": <steps.errors.exit_code_for>,
      "error": "<ExceptionType>: <message>",
      "scene": {"scene_id": …, "tile": …, "datetime": "YYYY-MM-DDTHH:MM:SSZ"} | null}
 
 ``scene`` holds only what every per-scene step knows without reading anything: the tile and the sensing
-time (UTC, whole seconds) decoded from the derived scene id (:func:`steps.source.parse_scene_id`) — so the
+time (UTC, whole seconds) decoded from the derived scene id (:func:`steps.sentinel2.source.parse_scene_id`) — so the
 record is the same bytes whichever path wrote it and cannot fail because the thing that broke (an
 unreadable source, a missing manifest) is needed to describe it. That is what the readers use: ``status``
 needs ``scene.datetime``; ``audit`` needs step/exit code/error; ``audit --requeue`` and ``coverage`` work
@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import logging
 
-from steps.catalog import WORK_PREFIX, dumps, failure_key, format_datetime
-from steps.contract import Step, StepInputs, StepOutputs
 from steps.errors import exit_code_for
+from steps.pipeline.contract import Step, StepInputs, StepOutputs
+from steps.products.catalog import WORK_PREFIX, dumps, failure_key, format_datetime
+from steps.sentinel2.source import parse_scene_id
 from steps.settings import Settings
-from steps.source import parse_scene_id
 from steps.storage import LocalStorage, S3Storage, open_storage
 
 log = logging.getLogger(__name__)

@@ -307,7 +307,7 @@ def _collection(items: list[dict[str, Any]], links: list[dict[str, str]]) -> dic
 
 
 def _timeseries_assets(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """The collection-level asset describing the time-series store (:mod:`steps.cube`), derived from the
+    """The collection-level asset describing the time-series store (:mod:`steps.products.cube`), derived from the
     COGs listed here and kept in step with them by every catalog rebuild (unless ``RAW2READY_CUBE=false``)."""
     tiles = sorted({str(it["properties"].get("grid:code", "")).removeprefix("MGRS-") for it in items} - {""})
     return {"timeseries": {
@@ -326,7 +326,7 @@ def _timeseries_assets(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _item_assets() -> dict[str, Any]:
-    from steps.products import PRODUCTS
+    from steps.products.definitions import PRODUCTS
 
     return {p.key: {"title": p.title, "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                     "roles": list(p.roles)} for p in PRODUCTS}
@@ -351,7 +351,7 @@ def _index(items: list[dict[str, Any]]) -> dict[str, Any]:
             # pixels and size requests without opening any COG.
             "grids": {k: {"shape": a["proj:shape"], "transform": a["proj:transform"][:6]}
                       for k, a in sorted(it["assets"].items()) if "proj:shape" in a and "proj:transform" in a},
-            # file:checksum per asset: the time-series store (steps.cube) copies a date only with the
+            # file:checksum per asset: the time-series store (steps.products.cube) copies a date only with the
             # checksums it was copied from, so a reader can tell a current copy from a stale one
             "checksums": {k: a["file:checksum"] for k, a in sorted(it["assets"].items()) if "file:checksum" in a},
         })

@@ -1,7 +1,7 @@
 """The local runner: the same per-scene DAG as the cluster, in-process, scenes in parallel.
 
 ``run_pipeline`` lists the scenes, skips those already complete (an item sidecar or a skip record exists),
-runs :data:`steps.registry.SCENE_DAG` for each remaining scene in a process pool, retries transient
+runs :data:`steps.pipeline.registry.SCENE_DAG` for each remaining scene in a process pool, retries transient
 failures with exponential backoff, then rebuilds the catalog from the sidecars. A scene is complete only
 when its sidecar exists, so a run killed at any point and run again converges to the same catalog.
 """
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from steps.catalog import is_complete, parse_datetime
 from steps.errors import (
     EXIT_FAILURE,
     EXIT_INVALID_INPUT,
@@ -28,10 +27,11 @@ from steps.errors import (
     TransientError,
     exit_code_for,
 )
-from steps.failures import failure_error, run_step, write_failure
-from steps.registry import SCENE_DAG, STEPS, Ref
+from steps.pipeline.failures import failure_error, run_step, write_failure
+from steps.pipeline.registry import SCENE_DAG, STEPS, Ref
+from steps.products.catalog import is_complete, parse_datetime
+from steps.sentinel2.source import SceneRef
 from steps.settings import Settings, get_settings
-from steps.source import SceneRef
 from steps.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class SceneResult:
     step: str = ""
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # task name -> wall seconds
-    recorded: bool = False  # the failing step already wrote the failure record (steps.failures.run_step)
+    recorded: bool = False  # the failing step already wrote the failure record (steps.pipeline.failures.run_step)
 
 
 @dataclass
@@ -139,9 +139,9 @@ def run_scene(scene: SceneRef, out: str, settings: Settings | None = None) -> Sc
 def record_outcome(storage: Any, result: SceneResult) -> None:
     """Record a failure that no step recorded (a dead worker process, inputs that could not be built).
 
-    Failures inside a step were recorded by :func:`steps.failures.run_step` (same code as the cluster path),
+    Failures inside a step were recorded by :func:`steps.pipeline.failures.run_step` (same code as the cluster path),
     and success is cleared by the step that completes the scene (``stac`` or ``mask`` skipping it), so
-    this writes only what would otherwise be lost, with the same :func:`steps.failures.write_failure`.
+    this writes only what would otherwise be lost, with the same :func:`steps.pipeline.failures.write_failure`.
     """
     if result.status == "failed" and not result.recorded:
         write_failure(storage, result.scene_id, result.step, result.exit_code, result.error)
@@ -155,7 +155,7 @@ def run_scenes(scenes: list[SceneRef], out: str, *, workers: int = 1, force: boo
                settings: Settings | None = None, progress: Callable[[SceneResult], None] | None = None,
                ) -> RunSummary:
     """Process scenes (skipping complete ones unless ``force``) and rebuild the catalog."""
-    from steps.stac import CATALOG, CatalogInputs
+    from steps.pipeline.stac import CATALOG, CatalogInputs
 
     s = settings or get_settings()
     storage = open_storage(out, s)

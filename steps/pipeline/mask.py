@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from steps.catalog import record_skip, work_folder
-from steps.contract import Resources, Step, StepInputs, StepOutputs
 from steps.errors import InvalidInputError
-from steps.failures import clear_failure
-from steps.products import CLOUD_MASK
-from steps.raster import BandRead, read_bands, write_gtiff
-from steps.scene import Scene, load_scene
+from steps.pipeline.contract import Resources, Step, StepInputs, StepOutputs
+from steps.pipeline.failures import clear_failure
+from steps.pipeline.scene import Scene, load_scene
+from steps.products.catalog import record_skip, work_folder
+from steps.products.definitions import CLOUD_MASK
+from steps.products.raster import BandRead, read_bands, write_gtiff
 from steps.science.scl import MASK_NODATA, clear_fraction
 from steps.settings import CLOUD_RESOLUTIONS_M, Settings
 from steps.storage import join, open_storage

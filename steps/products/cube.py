@@ -59,9 +59,9 @@ from typing import Any
 
 import numpy as np
 
-from steps.catalog import INDEX_KEY, dumps
 from steps.errors import TransientError
-from steps.products import BY_KEY
+from steps.products.catalog import INDEX_KEY, dumps
+from steps.products.definitions import BY_KEY
 from steps.storage import LocalStorage, S3Storage
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,11 @@ import logging
 
 from pydantic import Field
 
-from steps.catalog import parse_datetime, scene_folder
-from steps.contract import Resources, Step, StepInputs, StepOutputs
-from steps.products import BY_KEY
-from steps.raster import publish_cog
-from steps.scene import load_scene
+from steps.pipeline.contract import Resources, Step, StepInputs, StepOutputs
+from steps.pipeline.scene import load_scene
+from steps.products.catalog import parse_datetime, scene_folder
+from steps.products.definitions import BY_KEY
+from steps.products.raster import publish_cog
 from steps.settings import Settings
 from steps.storage import join, open_storage
 

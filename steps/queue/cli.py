@@ -1,7 +1,8 @@
 """``raw2ready tiles | enqueue | worker | dead-letters``: the queue-driven commands (thin click wrappers).
 
-The logic lives in :mod:`steps.tiles` and :mod:`steps.queue`; ``steps.cli`` adds :data:`COMMANDS` to the
-``raw2ready`` group. Exit codes as everywhere: 2 bad arguments, 3 invalid input, 75 broker unreachable.
+The logic lives in :mod:`steps.sentinel2.tiles` and :mod:`steps.queue.worker`;
+``steps.cli`` adds :data:`COMMANDS` to the ``raw2ready`` group. Exit codes as everywhere: 2 bad arguments, 3 invalid
+input, 75 broker unreachable.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _quiet_pika() -> None:
 
 def _select_tiles(tiles: str | None, aoi: str | None, bbox: str | None = None, cover: str = "all") -> list[str]:
     """Exactly one of --tiles/--aoi/--bbox → canonical tile ids (``cover`` applies to --aoi)."""
-    from steps.grid import tiles_argument
-    from steps.tiles import aoi_tiles, parse_bbox, tiles_for_bbox
+    from steps.sentinel2.grid import tiles_argument
+    from steps.sentinel2.tiles import aoi_tiles, parse_bbox, tiles_for_bbox
 
     given = [n for n, v in (("--tiles", tiles), ("--aoi", aoi), ("--bbox", bbox)) if v]
     if len(given) != 1:
@@ -72,8 +73,8 @@ def tiles_cmd(aoi: str | None, bbox: str | None, cover: str, land_only: bool, fm
     raw2ready tiles --aoi thailand --cover minimal --format json
     raw2ready tiles --bbox 100.3,13.5,100.9,14.0 --format geojson
     """
-    from steps.grid import footprint_polygon_lonlat, parse_tile
-    from steps.tiles import aoi_tiles, parse_bbox, tiles_for_bbox
+    from steps.sentinel2.grid import footprint_polygon_lonlat, parse_tile
+    from steps.sentinel2.tiles import aoi_tiles, parse_bbox, tiles_for_bbox
 
     if bool(aoi) == bool(bbox):
         raise UsageError("give exactly one of --aoi or --bbox")
@@ -130,7 +131,7 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, cover: str, start: str, end:
     Re-enqueuing the same orders creates no duplicate work: each message's id is the order's hash and the
     worker skips orders it has already done.
     """
-    from steps.orders import monthly_orders
+    from steps.queue.orders import monthly_orders
     from steps.settings import get_settings
 
     s = get_settings()
@@ -149,7 +150,7 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, cover: str, start: str, end:
         for o in orders:
             click.echo(f"{o.message_id} {o.canonical().decode()}")
         return
-    from steps.queue import publish_report
+    from steps.queue.worker import publish_report
 
     _quiet_pika()
 
@@ -197,7 +198,7 @@ def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None
     reopened with back-off (logged "connection lost … reconnecting in X s (attempt n/N)" and "reconnected");
     orders running meanwhile are neither lost nor run twice.
     """
-    from steps.queue import ORDER_THREAD_PREFIX, Worker
+    from steps.queue.worker import ORDER_THREAD_PREFIX, Worker
 
     _quiet_pika()
 
@@ -224,7 +225,7 @@ def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None
 @click.option("--redrive", is_flag=True, help="Move them back to the work queue (after fixing the cause).")
 def dead_letters_cmd(queue: str | None, limit: int, redrive: bool) -> None:
     """List the dead-letter queue (id, exit code, reason) or re-drive it into the work queue."""
-    from steps.queue import peek_dead, redrive_dead
+    from steps.queue.worker import peek_dead, redrive_dead
 
     _quiet_pika()
 

@@ -37,7 +37,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 
 from steps.errors import InvalidInputError, TransientError
-from steps.products import Product
+from steps.products.definitions import Product
 from steps.settings import Side, get_settings
 from steps.storage import (
     LocalStorage,

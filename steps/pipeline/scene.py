@@ -28,10 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from rasterio.enums import Resampling
 
 from steps.errors import InvalidInputError
-from steps.raster import BandRead, Grid, read_bands
+from steps.products.raster import BandRead, Grid, read_bands
 from steps.science.radiometry import dn_to_reflectance
 from steps.science.resample import block_mean_dn
-from steps.source import SceneRef
+from steps.sentinel2.source import SceneRef
 from steps.storage import read_uri
 
 

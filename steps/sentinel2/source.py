@@ -36,9 +36,9 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict
 
-from steps.catalog import format_datetime, parse_datetime
 from steps.errors import InvalidInputError, TransientError, UsageError
-from steps.grid import parse_tile
+from steps.products.catalog import format_datetime, parse_datetime
+from steps.sentinel2.grid import parse_tile
 from steps.sentinel2.items import S2Item, best_per_scene, canonical_tile, pair_items, parse_item, resolve_href
 from steps.sentinel2.product import is_safe_href
 from steps.storage import read_uri

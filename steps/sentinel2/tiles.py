@@ -1,6 +1,6 @@
 """Which Sentinel-2 tiles cover an area: ESA's tiling grid, named areas (Thailand) and bounding boxes.
 
-Every id here comes from ESA's tiling grid (:func:`steps.grid.grid_table`), never from MGRS letter
+Every id here comes from ESA's tiling grid (:func:`steps.sentinel2.grid.grid_table`), never from MGRS letter
 arithmetic, so only tiles that exist in the Sentinel-2 archive are listed.
 
 * ``--aoi thailand`` (:func:`aoi_tiles`): a committed set, ``steps/data/thailand/tiles.json``, derived from
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from steps.errors import UsageError
-from steps.grid import TILE_SIZE_M, Tile, grid_table, parse_tile
+from steps.sentinel2.grid import TILE_SIZE_M, Tile, grid_table, parse_tile
 
 log = logging.getLogger(__name__)
 

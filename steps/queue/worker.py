@@ -10,7 +10,7 @@ Topology for a work-order queue ``Q`` (all durable; see ``docs/QUEUE.md``):
   ``expiration`` (the backoff, ms) and an incremented ``x-raw2ready-retries`` header; when it expires the
   broker dead-letters it back to ``Q`` (``x-dead-letter-exchange = ""``, routing key ``Q``).
 
-Messages are :class:`steps.orders.WorkOrder` canonical JSON bodies, persistent (delivery mode 2), with
+Messages are :class:`steps.queue.orders.WorkOrder` canonical JSON bodies, persistent (delivery mode 2), with
 ``message_id = WorkOrder.message_id``. Plain RabbitMQ cannot deduplicate, so the worker does: an order is
 done when its record ``<out>/orders/<message_id>.json`` exists in the order's output storage (written
 after every scene of the order is published) and every scene it lists is still complete (a scene
@@ -70,7 +70,7 @@ from steps.errors import (
     TransientError,
     exit_code_for,
 )
-from steps.orders import SCHEMA_VERSION, WorkOrder
+from steps.queue.orders import SCHEMA_VERSION, WorkOrder
 from steps.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ def redeliveries_key(message_id: str) -> str:
 
 def _incomplete_scenes(storage: Any, record: dict[str, Any]) -> list[str]:
     """Scene ids of a done record whose item sidecar and skip record are both gone (e.g. quarantined)."""
-    from steps.catalog import item_key, parse_datetime, skip_key
+    from steps.products.catalog import item_key, parse_datetime, skip_key
 
     gone = []
     for sc in record.get("scenes", []):
@@ -438,9 +438,9 @@ class Worker:
         Done = its record exists and every scene listed there is still complete. ``recheck`` ignores the
         record (the source is listed again; complete scenes are still skipped by the runner).
         """
-        from steps.catalog import rebuild_catalog
-        from steps.runner import SceneResult, run_scenes
-        from steps.source import find_scenes
+        from steps.pipeline.runner import SceneResult, run_scenes
+        from steps.products.catalog import rebuild_catalog
+        from steps.sentinel2.source import find_scenes
         from steps.storage import open_storage
 
         s = self.settings

@@ -6,7 +6,7 @@ baseline, quantification, offsets; granule XML: geocoding, angles), checks that 
 agree with the Sentinel-2 tile (CRS and upper-left corner), decides each band's reflectance conversion by
 the one rule of :mod:`steps.sentinel2.radiometry` (never by date) and the output grids
 (``resolution``: 10, 20 or 60 m, default the finest the source has). The result is the scene manifest
-(:mod:`steps.scene`), which records which source decided each of these.
+(:mod:`steps.pipeline.scene`), which records which source decided each of these.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pydantic import Field
 
-from steps.catalog import format_datetime, is_complete, parse_datetime, work_folder
-from steps.contract import Resources, Step, StepInputs, StepOutputs
 from steps.errors import InvalidInputError
-from steps.grid import Tile, normalize_tiles, parse_tile
-from steps.raster import raster_info
-from steps.scene import AngleGrids, BandInfo, RadiometryRecord, Scene
+from steps.pipeline.contract import Resources, Step, StepInputs, StepOutputs
+from steps.pipeline.scene import AngleGrids, BandInfo, RadiometryRecord, Scene
+from steps.products.catalog import format_datetime, is_complete, parse_datetime, work_folder
+from steps.products.raster import raster_info
 from steps.sentinel2.bands import S2CLOUDLESS_BANDS
+from steps.sentinel2.grid import Tile, normalize_tiles, parse_tile
 from steps.sentinel2.product import SourceProduct, load_source_product
 from steps.sentinel2.radiometry import Radiometry, resolve_radiometry
+from steps.sentinel2.source import find_scenes
 from steps.settings import Settings
-from steps.source import find_scenes
 from steps.storage import join, open_storage
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ def _print_table(rows: list[tuple[str, dict[str, int]]]) -> None:
 
 def _scenes(storage: Any, source: str, tiles: str | None, start: str | None, end: str | None) -> list[Any]:
     """What the archive has for the range; tiles/dates not given default to what the store has seen."""
-    from steps.audit import coverage
-    from steps.grid import normalize_tiles
-    from steps.source import find_scenes
+    from steps.ops.audit import coverage
+    from steps.sentinel2.grid import normalize_tiles
+    from steps.sentinel2.source import find_scenes
 
     if not (tiles and start and end):
         seen = coverage(storage)
@@ -60,7 +60,7 @@ def audit_cmd(source: str, out: str, tiles: str | None, start: str | None, end: 
     (fine but not in the catalog: run `raw2ready catalog rebuild`), failed (last run failed).
     Without --tiles/--start/--end the range is every tile and month the output store has records of.
     """
-    from steps.audit import audit, requeue_plan, table
+    from steps.ops.audit import audit, requeue_plan, table
     from steps.storage import open_storage
 
     storage = open_storage(out)
@@ -80,7 +80,7 @@ def audit_cmd(source: str, out: str, tiles: str | None, start: str | None, end: 
             with click.open_file(json_path, "w") as f:
                 f.write(text + "\n")
     if requeue and not report.complete:
-        from steps.queue import publish_orders
+        from steps.queue.worker import publish_orders
 
         orders = requeue_plan(storage, report, source, out)
         n = publish_orders(orders, recheck=True)  # re-check orders already marked done
@@ -100,7 +100,7 @@ def audit_cmd(source: str, out: str, tiles: str | None, start: str | None, end: 
 def status_cmd(out: str, source: str | None, tiles: str | None, start: str | None, end: str | None,
                as_json: bool) -> None:
     """Backfill progress: done / skipped / failed (/ missing) per year, quarter and month."""
-    from steps.audit import status_rows
+    from steps.ops.audit import status_rows
     from steps.storage import open_storage
 
     storage = open_storage(out)

@@ -33,7 +33,7 @@ def validate_products(catalog: str, *, cogs: bool = True) -> list[str]:
     """Problems found in a local product catalog (empty list = valid)."""
     from rio_cogeo.cogeo import cog_validate
 
-    from steps.stacvalidate import validate_stac
+    from steps.products.stacvalidate import validate_stac
 
     if urlparse(catalog).scheme not in ("", "file"):
         return [f"{catalog}: only local catalogs can be validated here"]

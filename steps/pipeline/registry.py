@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from steps.cog import COG
-from steps.contract import Step
-from steps.ingest import INGEST, SCENES
-from steps.lai import LAI_STEP
-from steps.mask import MASK
-from steps.ndvi import NDVI_STEP
-from steps.stac import CATALOG, STAC
+from steps.pipeline.cog import COG
+from steps.pipeline.contract import Step
+from steps.pipeline.ingest import INGEST, SCENES
+from steps.pipeline.lai import LAI_STEP
+from steps.pipeline.mask import MASK
+from steps.pipeline.ndvi import NDVI_STEP
+from steps.pipeline.stac import CATALOG, STAC
 
 STEPS: dict[str, Step[Any, Any]] = {
     s.name: s for s in (SCENES, INGEST, MASK, NDVI_STEP, LAI_STEP, COG, STAC, CATALOG)

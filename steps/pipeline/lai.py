@@ -23,12 +23,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from steps.catalog import work_folder
-from steps.contract import Resources, Step, StepInputs, StepOutputs
 from steps.errors import InvalidInputError
-from steps.products import LAI, LAI_FLAGS
-from steps.raster import encode, read_band, write_gtiff
-from steps.scene import Scene, load_scene
+from steps.pipeline.contract import Resources, Step, StepInputs, StepOutputs
+from steps.pipeline.scene import Scene, load_scene
+from steps.products.catalog import work_folder
+from steps.products.definitions import LAI, LAI_FLAGS
+from steps.products.raster import encode, read_band, write_gtiff
 from steps.science.angles import interpolate_azimuth_grid, interpolate_grid, lai_angle_cosines
 from steps.science.lai import BAND_ORDER, FLAGS_NODATA, compute_lai, load_network
 from steps.science.radiometry import dn_to_reflectance

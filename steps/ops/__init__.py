@@ -1,0 +1,1 @@
+"""Operations on a published archive: audit, status, coverage and requeue."""

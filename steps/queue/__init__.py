@@ -1,0 +1,1 @@
+"""Work orders over RabbitMQ: the order format, the enqueue side and the worker that runs them."""
