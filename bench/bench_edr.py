@@ -84,8 +84,8 @@ def _gb(n: float) -> str:
 # ------------------------------------------------------------------------------------------ preparing
 def prepare_root(work: Path, items: list[dict[str, Any]], n: int, append_probe: bool) -> dict[str, Any]:
     """An output root with the first ``n`` dates, its catalog and store (cached); timings and sizes."""
-    from steps.products.catalog import item_folder_from_item, rebuild_catalog
     from steps.products import cube
+    from steps.products.catalog import item_folder_from_item, rebuild_catalog
     from steps.storage import LocalStorage
 
     root = work / f"n{n}"
@@ -723,7 +723,9 @@ def main() -> None:
 
     code = "; ".join(f"{f} sha256 {hashlib.sha256((ROOT / f).read_bytes()).hexdigest()[:12]} (mtime "
                      f"{time.strftime('%H:%M:%S', time.gmtime((ROOT / f).stat().st_mtime))} UTC)"
-                     for f in ("steps/products/cube.py", "steps/edr/provider.py", "steps/edr/index.py"))
+                     for f in ("steps/products/cube.py", "steps/edr/provider.py", "steps/edr/index.py",
+                               "steps/edr/query.py", "steps/edr/plan.py", "steps/edr/reader.py",
+                               "steps/edr/coverage.py"))
     print(f"code: {code}", flush=True)
     ns = sorted(int(x) for x in a.dates.split(","))
     s3_ns = [int(x) for x in a.s3_dates.split(",") if x]

@@ -7,10 +7,11 @@ every 5 days with two satellites, so 98 tiles × 293 dates = 28,714 orders for 2
 source is a static STAC archive written by the synthesizer: a spread sample of the orders carry a real, tiny
 synthetic scene (12 × 12 px; L2A + L1C, processed by the real steps into COGs and a STAC item), a few of those
 are corrupted on purpose (a band file replaced by garbage: bad input, exit 3, dead letter), and the other orders
-find no scene for their tile and date in the archive (an empty acquisition: the order is listed, found empty,
-its catalog rebuilt and its done record written). Every order goes through the worker's real path
-(``find_scenes`` → ``run_scenes`` → done record → ack). Writing 28,714 real scenes would take hours on the
-2-core machine (~0.4 s to synthesize and ~0.5 s to process even a 12 px scene), which is why most are empty.
+find no scene for their tile and date in the archive (an empty acquisition: the order is listed, found empty
+and its done record written). Every order goes through the worker's real path (``find_scenes`` →
+``run_scenes`` → done record → ack; the catalog is rebuilt once per batch of orders, see ``docs/QUEUE.md``).
+Writing 28,714 real scenes would take hours on the 2-core machine (~0.4 s to synthesize and ~0.5 s to process
+even a 12 px scene), which is why most are empty.
 Each order's source is its tile's own static catalog (``by-tile/<tile>/catalog.json``, linking the archive's
 items of that tile): that is what a STAC API search costs a worker (one small answer), where one catalog of the
 whole archive would make every order walk every item link.
@@ -368,7 +369,7 @@ def run_soak(cfg: SoakConfig, workdir: Path) -> SoakResult:
 
 def _soak_on(node: RabbitNode, cfg: SoakConfig, res: SoakResult, rng: random.Random, orders: list[WorkOrder],
              good_real: list[str], bad: list[str], out: Path, logdir: Path) -> SoakResult:
-    from steps.queue.worker import publish_report, queue_depths
+    from steps.queue.transport import publish_report, queue_depths
 
     queue = "soak.orders"
     env = {**os.environ, "RAW2READY_BROKER_URL": node.url, "RAW2READY_QUEUE_NAME": queue, "RAW2READY_RETRIES": "3",
@@ -467,7 +468,8 @@ def _soak_on(node: RabbitNode, cfg: SoakConfig, res: SoakResult, rng: random.Ran
 
 def _audit(res: SoakResult, orders: list[WorkOrder], bad: list[str], good_real: list[str], out: Path,
            logdir: Path, url: str, queue: str, pub: dict[str, Any]) -> None:
-    from steps.queue.worker import connect, done_key, queue_depths
+    from steps.queue.bookkeeping import done_key
+    from steps.queue.transport import connect, queue_depths
 
     problems = res.problems
     if "error" in pub:

@@ -190,7 +190,7 @@ def run_range(source: str, tiles: list[str], start: str, end: str, out: str, wor
 @click.option("--cloud-mode", type=click.Choice(["fast", "exact"]), default=None,
               help="s2cloudless evaluator (same mask either way): 'fast' = compiled model, compiled once per "
                    "machine; 'exact' = LightGBM's predictor, 5-6x slower. Default RAW2READY_CLOUD_MODE or fast.")
-@click.option("--cloud-resolution", type=click.Choice(["10", "20", "60", "160"]), default=None,
+@click.option("--cloud-resolution", type=click.Choice(["10", "20", "60"]), default=None,
               help="Pixel size (m) s2cloudless runs at. Default RAW2READY_CLOUD_RESOLUTION_M or 60.")
 def run(source: str, tiles: str, start: str, end: str, out: str, workers: int | None, force: bool,
         resolution: str | None, cloud_mode: str | None, cloud_resolution: str | None) -> None:
@@ -219,8 +219,16 @@ def run(source: str, tiles: str, start: str, end: str, out: str, workers: int | 
 @click.argument("catalog")
 @click.option("--cogs/--no-cogs", default=True, show_default=True, help="Also validate every asset as a COG.")
 def validate(catalog: str, cogs: bool) -> None:
-    """Validate a STAC catalog recursively (offline schemas) and its COG assets; exit 3 if invalid."""
+    """Validate a STAC catalog recursively (offline schemas) and its COG assets; exit 3 if invalid.
+
+    CATALOG is a ``catalog.json`` (path or URL) or an output root (a directory holding one).
+    """
     from steps.products.validate import validate_products
+
+    if Path(catalog).is_dir():
+        catalog = str(Path(catalog) / "catalog.json")
+        if not Path(catalog).is_file():
+            raise InvalidInputError(f"no catalog.json in {Path(catalog).parent}: give an output root or a catalog")
 
     errors = validate_products(catalog, cogs=cogs)
     for e in errors:
@@ -377,7 +385,8 @@ def _make_step_command(name: str) -> click.Command:
     st = STEPS[name]
     params: list[click.Parameter] = []
     for fname, f in st.input_fields().items():
-        ptype = {int: click.INT, float: click.FLOAT, bool: click.BOOL}.get(f.annotation, click.STRING)
+        types: dict[Any, click.ParamType] = {int: click.INT, float: click.FLOAT, bool: click.BOOL}
+        ptype = types.get(f.annotation, click.STRING)
         required = f.is_required()
         params.append(click.Option([f"--{fname.replace('_', '-')}", fname], type=ptype, required=required,
                                    default=None if required else f.default, help=f.description,
@@ -388,15 +397,14 @@ def _make_step_command(name: str) -> click.Command:
     def callback(outputs_dir: Path | None, **kwargs: Any) -> None:
         from pydantic import ValidationError
 
-        from steps.pipeline.failures import run_step
         from steps.settings import get_settings
 
         try:
             inputs = st.Inputs(**kwargs)
         except ValidationError as exc:
             raise UsageError(str(exc).splitlines()[0]) from exc
-        # run_step records a per-scene failure (failures/<scene_id>.json) exactly as the local runner does
-        result = run_step(st, inputs, get_settings())
+        # Step.run records a per-scene failure (failures/<scene_id>.json) exactly as the local runner does
+        result = st.run(inputs, get_settings())
         click.echo(write_outputs(result, outputs_dir))
 
     return click.Command(name, params=params, callback=callback, help=st.description)

@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -49,3 +52,24 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, Raw2ReadyError):
         return exc.exit_code
     return EXIT_FAILURE
+
+
+def backoff_delay(attempt: int, first: float, cap: float = math.inf, *, jitter: bool = False,
+                  rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): ``min(cap, first·2^(attempt-1))`` — the one back-off
+    formula of raw2ready; each caller keeps its behaviour through the arguments:
+
+    * ``steps.pipeline.runner.call_with_retries`` (a step's ``TransientError``): ``RETRY_BACKOFF_S·2ⁿ``, no cap,
+      no jitter;
+    * ``steps.queue.bookkeeping.retry_expiration_ms`` (the ``expiration`` of a copy in the retry queue): the same
+      delays in milliseconds;
+    * ``steps.queue.transport.Reconnect`` (a lost broker connection): 1 s doubling to a 30 s cap, with jitter.
+
+    With ``jitter`` the delay is drawn uniformly in the upper half of its step ("equal jitter": between d/2 and
+    d), so that many clients that failed together (workers that lost one broker) do not retry in lock-step;
+    ``rng`` makes the draw reproducible.
+    """
+    d = min(cap, first * 2 ** max(0, attempt - 1))
+    if not jitter:
+        return d
+    return d / 2 + (rng or random).uniform(0, d / 2)

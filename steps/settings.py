@@ -13,15 +13,21 @@ Object storage has two sides, each resolved into an :class:`S3Side` by :meth:`Se
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from steps.errors import InvalidInputError
+
+TILE_SIZE_M = 109_800
+"""Width of a Sentinel-2 tile in metres (10980 pixels of 10 m). The same fact as
+:data:`steps.sentinel2.grid.TILE_SIZE_M`, spelt here because settings imports nothing of ours but
+``steps.errors``; ``tests/test_storage_sides.py`` checks that the two agree."""
 
 Side = Literal["source", "output"]
 """Which storage configuration an S3 access uses: the input archive or the products."""
@@ -31,8 +37,12 @@ CloudMode = Literal["fast", "exact"]
 LaiNetworkSet = Literal["3_0", "2_1"]
 """SNAP LAI network sets shipped in ``steps/data/snap_biophysical/`` (``3_0``: SNAP ≥ 8, per platform;
 ``2_1``: SNAP ≤ 7, one network)."""
-#: Pixel sizes (m) the s2cloudless step runs at (its post-processing radii scale with them).
-CLOUD_RESOLUTIONS_M: tuple[int, ...] = (10, 20, 60, 160)
+CloudResolution = Literal[10, 20, 60]
+"""Pixel sizes (m) the s2cloudless step runs at (its post-processing radii scale with them). Each divides the
+109 800 m tile (10 980, 5 490, 1 830 px) and the 60 m grid its corner is snapped to, so the evaluation grid
+covers any Sentinel-2 scene exactly; 160 m (686.25 px per tile) is refused (:func:`check_divides_tile`)."""
+CLOUD_RESOLUTIONS_M: tuple[int, ...] = get_args(CloudResolution)
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 AWS_ENDPOINT = "aws"
 """Value of ``RAW2READY_SOURCE_S3_ENDPOINT_URL`` meaning "AWS's own endpoints" (no override)."""
@@ -122,11 +132,10 @@ class Settings(BaseSettings):
     retries: int = Field(3, ge=0, description="retries of transient failures per step")
     retry_backoff_s: float = Field(2.0, ge=0, description="first retry delay in seconds (doubles each time)")
     lai_network: LaiNetworkSet = Field("3_0", description="SNAP LAI network set: '3_0' (per platform) or '2_1'")
-    cloud_resolution_m: int = Field(60, description="s2cloudless evaluation resolution: 10, 20, 60 or 160 m")
+    cloud_resolution_m: CloudResolution = Field(60, description="s2cloudless evaluation resolution: 10, 20 or 60 m")
     cloud_mode: CloudMode = Field(
         "fast", description="s2cloudless evaluator: 'fast' (compiled model, proven same mask) or 'exact' "
                             "(LightGBM's predictor, no compile step, 5-6x slower)")
-    work_prefix: str = Field("work", description="folder under --out for intermediate step outputs")
     cube: bool = Field(True, description="keep the time-series store (cube/<tile>) in step with the catalog "
                                          "after each catalog rebuild")
 
@@ -141,7 +150,7 @@ class Settings(BaseSettings):
     argo_server_url: str | None = Field(None, description="Argo Server, e.g. https://argo.example.org")
     argo_token: SecretStr | None = Field(None, description="Argo Server bearer token")
     argo_namespace: str = Field("raw2ready", description="namespace of the WorkflowTemplates")
-    log_level: str = Field("INFO", description="logging level")
+    log_level: LogLevel = Field("INFO", description="logging level (any case): DEBUG, INFO, WARNING, ERROR, CRITICAL")
     pygeoapi_config: str | None = Field(
         None, validation_alias="PYGEOAPI_CONFIG",
         description="pygeoapi configuration file (pygeoapi's own variable, no prefix; set by `raw2ready serve`)")
@@ -162,13 +171,22 @@ class Settings(BaseSettings):
         them); anything else is refused when the process starts, not when the first LAI step runs."""
         return value.strip().lower().lstrip("v").replace(".", "_") if isinstance(value, str) else value
 
-    @field_validator("cloud_resolution_m")
+    @field_validator("cloud_resolution_m", mode="before")
     @classmethod
-    def _check_cloud_resolution(cls, value: int) -> int:
-        """A cloud resolution the mask step cannot run at is refused when the process starts."""
-        if value not in CLOUD_RESOLUTIONS_M:
-            raise ValueError(f"cloud resolution {value} m: choose one of {', '.join(map(str, CLOUD_RESOLUTIONS_M))}")
-        return value
+    def _cloud_resolution_divides_the_tile(cls, value: object) -> object:
+        """A pixel size that does not divide the tile is refused with that reason (then the choices apply)."""
+        try:
+            metres = float(str(value).strip())
+        except ValueError:
+            return value  # not a number: the choices' own error
+        check_divides_tile(metres, f"choose one of {', '.join(map(str, CLOUD_RESOLUTIONS_M))}")
+        return int(metres) if metres == int(metres) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_any_case(cls, value: object) -> object:
+        """``info``, ``Debug`` name the levels as ``logging`` does; anything else is refused at start."""
+        return value.strip().upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_storage_sides(self) -> Settings:
@@ -203,6 +221,19 @@ class Settings(BaseSettings):
             style = self.source_s3_addressing_style or ("virtual" if endpoint is None else "path")
         return _resolve(side, endpoint, region, style, key_id, secret, self.source_s3_unsigned,
                         self.source_s3_requester_pays)
+
+
+def check_divides_tile(metres: float, hint: str = "") -> None:
+    """Refuse a pixel size whose grid does not cover the 109 800 m Sentinel-2 tile in whole pixels.
+
+    Raises:
+        ValueError: not positive, or ``TILE_SIZE_M / metres`` is not a whole number (``hint`` appended).
+    """
+    pixels = TILE_SIZE_M / metres if metres > 0 else math.nan
+    if not (math.isfinite(pixels) and pixels.is_integer()):
+        count = f" ({pixels:g} pixels)" if math.isfinite(pixels) else ""
+        raise ValueError(f"{metres:g} m does not divide the {TILE_SIZE_M} m Sentinel-2 tile{count}"
+                         + (f"; {hint}" if hint else ""))
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -804,23 +804,33 @@ def check(build: Build) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- image env
-def _dockerfile_for(image: str, where: str) -> Path:
+def _stages_for(image: str, where: str) -> list[str]:
+    """The image's stage of ``images/Dockerfile`` (``IMAGE=<x>`` for ``raw2ready-<x>``) and the stages it is built
+    on, base first (continuation lines joined)."""
     repo = image.split("@")[0].rsplit(":", 1)[0]
     name = repo.rsplit("/", 1)[-1]
     if not name.startswith("raw2ready-"):
         raise _fail(where, f"image {image!r} is not one of the project's images")
-    path = ROOT / "images" / name.removeprefix("raw2ready-") / "Dockerfile"
-    if not path.is_file():
-        raise _fail(where, f"image {image!r} has no Dockerfile at {path.relative_to(ROOT)}")
-    return path
+    text = (ROOT / "images" / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: dict[str, tuple[str, str]] = {}  # stage name -> (what it is FROM, its instructions)
+    for chunk in re.split(r"^FROM\s", text, flags=re.MULTILINE)[1:]:
+        head, _, body = chunk.partition("\n")
+        if len(parts := head.split()) == 3:  # base AS name
+            stages[parts[2]] = (parts[0], body)
+    name = name.removeprefix("raw2ready-")
+    if name not in stages:
+        raise _fail(where, f"image {image!r} has no stage {name!r} in images/Dockerfile")
+    chain = []
+    while name in stages:
+        name, body = stages[name]
+        chain.insert(0, body)
+    return chain
 
 
 def image_env(image: str, where: str) -> dict[str, str]:
-    """``ENV`` of the final stage of the image's Dockerfile (``KEY=value`` pairs, continuation lines)."""
-    text = _dockerfile_for(image, where).read_text().replace("\\\n", " ")
-    stages = re.split(r"^FROM\s", text, flags=re.MULTILINE)
+    """``ENV`` of the image's stage of ``images/Dockerfile`` and of its bases (``KEY=value`` pairs)."""
     env: dict[str, str] = {}
-    for line in stages[-1].splitlines():
+    for line in "\n".join(_stages_for(image, where)).splitlines():
         if line.startswith("ENV "):
             for k, v in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)", line[4:]):
                 env[k] = v.replace("$PATH", env.get("PATH", "/usr/local/bin:/usr/bin:/bin"))

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from rabbit_node import RabbitNode, rabbitmq_server_path
 
-from steps.queue.worker import Topology, connect, declare_topology, done_key, queue_depths
+from steps.queue.bookkeeping import done_key
+from steps.queue.transport import Topology, connect, declare_topology, queue_depths
 
 from r2r_helpers import COUNTS_PROPERTY
 
@@ -46,7 +47,7 @@ def node() -> Iterator[RabbitNode]:
 @pytest.fixture
 def queue(node: RabbitNode) -> Iterator[str]:
     """A unique queue name on the second node; its topology is deleted afterwards."""
-    from steps.queue.worker import delete_topology
+    from steps.queue.transport import delete_topology
 
     name = f"r2r-fault-{uuid.uuid4().hex[:10]}"
     yield name
@@ -251,7 +252,7 @@ def test_a_duplicate_order_in_the_queue_takes_effect_once(node: RabbitNode, queu
     import json
 
     from steps.queue.orders import WorkOrder
-    from steps.queue.worker import publish_orders
+    from steps.queue.transport import publish_orders
 
     src = tmp_path / "src"
     src.mkdir()

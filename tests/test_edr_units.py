@@ -1,4 +1,5 @@
-"""EDR building blocks in-process: the overlap rule, index caching, the datetime grammar and the COG reader."""
+"""EDR building blocks in-process: the overlap rule, index caching, the datetime grammar, the COG reader, the
+query parser and the read plan."""
 
 from __future__ import annotations
 
@@ -282,12 +283,13 @@ def test_cog_windows_are_read_in_parallel_and_returned_in_order(tmp_path: Path,
     from rasterio.windows import Window
 
     from steps.edr import reader
+    from steps.edr.plan import PixelWindow
 
     # varied names: the reader shards by a CRC of the URL, and names differing in one low bit share a shard
     paths = [tmp_path / f"{i:02d}-{i * 2654435761 % 10**9}.tif" for i in range(8)]
     for i, p in enumerate(paths):
         _write_cog(p, 100 * (i + 1), 600000, 1600000)
-    reqs = [reader.WindowRead(str(p), r, c, h, w)
+    reqs = [reader.WindowRead(str(p), PixelWindow(r, c, h, w))
             for p in paths for r, c, h, w in ((0, 0, 1, 1), (40, 3, 5, 7), (33, 31, 2, 2))]
     active, peak, threads = [0], [0], set()
     lock = threading.Lock()
@@ -308,9 +310,10 @@ def test_cog_windows_are_read_in_parallel_and_returned_in_order(tmp_path: Path,
     monkeypatch.setattr(reader, "_read", slow_read)
     out = reader.read_windows(reqs, workers=4)
     for req, arr in zip(reqs, out, strict=True):
+        w = req.window
         with rasterio.open(req.url) as ds:
-            want = ds.read(1, window=Window(req.col0, req.row0, req.width, req.height))
-        assert arr.shape == (req.height, req.width) and np.array_equal(arr, want)
+            want = ds.read(1, window=Window(w.col0, w.row0, w.width, w.height))
+        assert arr.shape == (w.height, w.width) and np.array_equal(arr, want)
     assert len(threads) > 1 and peak[0] > 1  # several reader threads, reading at the same time
 
 
@@ -320,6 +323,7 @@ def test_cog_reads_touch_only_the_blocks_of_their_window(tmp_path: Path) -> None
     import rasterio.errors
 
     from steps.edr import reader
+    from steps.edr.plan import PixelWindow
 
     path = tmp_path / "blocks.tif"
     _write_cog(path, 1234, 600000, 1600000)  # 64² pixels in 32² deflate blocks
@@ -330,8 +334,205 @@ def test_cog_reads_touch_only_the_blocks_of_their_window(tmp_path: Path) -> None
         fh.seek(offset)
         fh.write(b"\xff" * size)
     reader.invalidate()  # no reader thread may keep a dataset of an older file at this path
-    (a, b) = reader.read_windows([reader.WindowRead(str(path), 5, 7, 1, 1),
-                                  reader.WindowRead(str(path), 0, 0, 32, 32)])
+    (a, b) = reader.read_windows([reader.WindowRead(str(path), PixelWindow(5, 7, 1, 1)),
+                                  reader.WindowRead(str(path), PixelWindow(0, 0, 32, 32))])
     assert a.tolist() == [[1234]] and int(b[10, 10]) == 1234 and int(b[0, 0]) == -32768
     with pytest.raises(rasterio.errors.RasterioIOError):  # the damaged block is really unreadable
-        reader.read_windows([reader.WindowRead(str(path), 40, 40, 1, 1)])
+        reader.read_windows([reader.WindowRead(str(path), PixelWindow(40, 40, 1, 1))])
+
+
+# ------------------------------------------------------------------------------------------ query parsing
+def _parse(query_type: str, collection: str = "ndvi", **args: Any) -> Any:
+    from steps.edr.query import parse_query
+
+    return parse_query(query_type, collection, args)
+
+
+def test_query_parser_validates_a_position_query() -> None:
+    import shapely
+
+    q = _parse("position", wkt=shapely.Point(100.5, 14.25), datetime_="2024-01-13/2024-01-14")
+    assert q.shape.point == (100.5, 14.25) and q.shape.is_point
+    assert (q.trange.start, q.trange.end) == (datetime(2024, 1, 13, tzinfo=UTC), datetime(2024, 1, 15, tzinfo=UTC))
+    assert q.params == ("ndvi", "cloud_mask")  # nothing named: the whole collection, main product first
+    # named parameters come back in the collection's order, blanks ignored
+    assert _parse("position", "lai", wkt=shapely.Point(0, 0), select_properties=[" cloud_mask", "lai", ""]
+                  ).params == ("lai", "cloud_mask")
+
+
+def test_query_parser_converts_radius_units_and_bounds_the_circle() -> None:
+    import shapely
+
+    q = _parse("radius", wkt=shapely.Point(100.0, 14.0), within="1.5", within_units="KM")
+    assert q.shape.radius_m == 1500.0 and not q.shape.is_point
+    assert _parse("radius", wkt=shapely.Point(100.0, 14.0), within="2", within_units="mi").shape.radius_m == 3218.688
+    # the index pre-filter box holds the whole circle: 1.5 km north, south, east and west of the centre
+    w, s, e, n = q.shape.lonlat_bounds()
+    assert n > 14.0 + 1500 / 111_000 and s < 14.0 - 1500 / 111_000
+    assert e > 100.0 + 1500 / (111_320 * np.cos(np.radians(14.0))) and w < 100.0 - 1500 / 111_320
+
+
+@pytest.mark.parametrize(("query_type", "args", "message"), [
+    ("position", {"wkt": None}, "missing coords parameter"),
+    ("position", {"wkt": "POINT(1 2)"}, "coords must be a WKT POINT"),
+    ("position", {"wkt": "POLY", "datetime_": "2024-13-01"}, "coords must be a WKT POINT"),  # geometry first
+    ("cube", {"bbox": [100, 14, 101, 15, 0, 10]}, "no vertical axis: bbox takes 4 numbers"),
+    ("cube", {"bbox": [101, 14, 100, 15]}, "minlon < maxlon"),
+    ("cube", {"bbox": [100, 14, 181, 15]}, "longitude in [-180, 180]"),
+    ("radius", {"within": "5", "within_units": "ft"}, "within-units must be one of m, km, mi"),
+    ("radius", {"within": "-5", "within_units": "m"}, "positive finite distance"),
+    ("radius", {"within": "201", "within_units": "km"}, "limited to 200 km"),
+    ("position", {"z": "10"}, "no vertical axis; omit z"),
+    ("position", {"datetime_": "2024-02-30"}, "datetime '2024-02-30' is not a valid"),
+    ("position", {"select_properties": ["ndvi", "lai"]}, "unknown parameter-name lai; collection 'ndvi' has ndvi"),
+    ("area", {"wkt": "bowtie"}, "polygon is not valid"),
+])
+def test_query_parser_refuses_malformed_queries_with_a_message_for_the_client(
+        query_type: str, args: dict[str, Any], message: str) -> None:
+    import shapely
+
+    from steps.edr.query import QueryError
+
+    given = dict(args)
+    if query_type in ("position", "radius") and "wkt" not in given:
+        given["wkt"] = shapely.Point(100.0, 14.0)
+    if given.get("wkt") == "POLY":
+        given["wkt"] = shapely.box(100, 14, 101, 15)
+    if given.get("wkt") == "bowtie":
+        given["wkt"] = shapely.Polygon([(100, 14), (101, 15), (101, 14), (100, 15)])
+    with pytest.raises(QueryError) as err:
+        _parse(query_type, **given)
+    assert message in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------ read planning
+def _index(*rows: dict[str, Any]) -> Any:
+    from steps.edr.index import CatalogIndex
+
+    return CatalogIndex.from_json({"items": list(rows)})
+
+
+def _with_cloud_mask(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with a 20 m ``cloud_mask`` on the 10 m ``ndvi`` grid's extent."""
+    g = row["grids"]["ndvi"]
+    n, (res, _b, x0, _d, _e, y0) = g["shape"][0], g["transform"]
+    return {**row, "assets": {**row["assets"], "cloud_mask": row["assets"]["ndvi"].replace("ndvi", "cloud_mask")},
+            "grids": {**row["grids"], "cloud_mask": {"shape": [n // 2, n // 2],
+                                                     "transform": [2 * res, 0.0, x0, 0.0, -2 * res, y0]}}}
+
+
+def _plan(index: Any, query_type: str, budget: int = 1_000_000, store_min_dates: int | None = None,
+          **args: Any) -> Any:
+    from steps.edr.plan import plan_query
+
+    return plan_query(index, _parse(query_type, **args), pixel_budget=budget, store_min_dates=store_min_dates)
+
+
+def test_plan_reads_the_pixel_that_contains_a_known_utm_point_on_each_grid() -> None:
+    from steps.edr.plan import PixelWindow
+
+    index = _index(_with_cloud_mask(_row("A1", "47PPR", "2024-01-13T03:47:20.024Z", 600000, 1600000)),
+                   _with_cloud_mask(_row("A2", "47PPR", "2024-01-18T03:47:20.024Z", 600000, 1600000)))
+    # (600137, 1599957): 137 m east and 43 m south of the upper-left corner (600000, 1600000) →
+    # 10 m pixel row 4 (43 / 10), col 13 (137 / 10); 20 m pixel row 2 (43 / 20), col 6 (137 / 20)
+    plan = _plan(index, "position", wkt=_lonlat(600137.0, 1599957.0))
+    assert plan.series is not None and [it.id for it in plan.series.steps] == ["A1", "A2"]
+    got = {(ti, k): (plan.reads[i].item.id, plan.reads[i].asset, plan.reads[i].window)
+           for (_g, ti, k), i in plan.slots.items()}
+    assert got == {
+        (0, "ndvi"): ("A1", "raw2ready-s2-vegetation/x/A1/ndvi.tif", PixelWindow(4, 13, 1, 1)),
+        (0, "cloud_mask"): ("A1", "raw2ready-s2-vegetation/x/A1/cloud_mask.tif", PixelWindow(2, 6, 1, 1)),
+        (1, "ndvi"): ("A2", "raw2ready-s2-vegetation/x/A2/ndvi.tif", PixelWindow(4, 13, 1, 1)),
+        (1, "cloud_mask"): ("A2", "raw2ready-s2-vegetation/x/A2/cloud_mask.tif", PixelWindow(2, 6, 1, 1)),
+    }
+    assert len(plan.reads) == 4 and plan.store_groups == ()  # no store asked for: every read from the COGs
+
+
+def test_plan_groups_a_tiles_repeated_window_for_the_time_series_store() -> None:
+    rows = [_row(f"A{d}", "47PPR", f"2024-01-{d:02d}T03:47:20.024Z", 600000, 1600000) for d in (3, 8, 13)]
+    index = _index(*rows)
+    point = _lonlat(600123.0, 1599876.0)
+    plan = _plan(index, "position", store_min_dates=2, wkt=point, select_properties=["ndvi"])
+    assert plan.store_groups == ((0, 1, 2),)  # one tile, one product, one pixel, three dates
+    assert _plan(index, "position", store_min_dates=4, wkt=point).store_groups == ()  # fewer dates than asked
+    one_date = _plan(index, "position", store_min_dates=2, wkt=point, datetime_="2024-01-08")
+    assert [it.id for it in one_date.series.steps] == ["A8"] and one_date.store_groups == ()
+
+
+def test_plan_of_a_point_outside_every_tile_or_a_range_without_acquisitions_is_no_data() -> None:
+    from steps.edr.plan import NoDataError
+
+    index = _index(_row("A1", "47PPR", "2024-01-13T03:47:20.024Z", 600000, 1600000))
+    with pytest.raises(NoDataError, match="no acquisition covers this point"):
+        _plan(index, "position", wkt=_lonlat(600700.0, 1599876.0))  # 60 m east of the 640 m raster
+    with pytest.raises(NoDataError, match="no acquisition covers this point"):
+        _plan(index, "position", wkt=_lonlat(600123.0, 1599876.0), datetime_="2024-01-14/2024-02-01")
+    with pytest.raises(NoDataError, match="no acquisition covers this area"):
+        _plan(index, "radius", wkt=_lonlat(600123.0, 1599876.0), within="50", within_units="m",
+              datetime_="../2024-01-12")
+    assert _plan(index, "position", wkt=_lonlat(600635.0, 1599876.0)).reads[0].window.col0 == 63  # last column
+
+
+def test_plan_of_a_radius_keeps_the_pixel_centres_inside_and_samples_the_coarser_grid() -> None:
+    from steps.edr.plan import PixelWindow
+
+    index = _index(_with_cloud_mask(_row("A1", "47PPR", "2024-01-13T03:47:20.024Z", 600000, 1600000)))
+    # centre of 10 m pixel (row 20, col 30); 14 m reaches its 4 edge neighbours (10 m), no diagonal (14.1 m)
+    plan = _plan(index, "radius", wkt=_lonlat(600305.0, 1599795.0), within="14", within_units="m")
+    assert plan.series is None and len(plan.grids) == 1
+    g = plan.grids[0]
+    assert g.window == PixelWindow(19, 29, 3, 3) and g.epsg == EPSG and g.owned == (None,)
+    assert g.xs.tolist() == [600295.0, 600305.0, 600315.0] and g.ys.tolist() == [1599805.0, 1599795.0, 1599785.0]
+    assert g.inside.tolist() == [[False, True, False], [True, True, True], [False, True, False]]
+    assert g.resample["ndvi"] is None  # the finest grid: read as it is
+    # 20 m: centres x 600295/600305/600315 fall in columns 14, 15, 15; y 1599805/1599795/1599785 in rows 9, 10, 10
+    cm = g.resample["cloud_mask"]
+    assert cm is not None and cm.window == PixelWindow(9, 14, 2, 2)
+    assert cm.rows[:, 0].tolist() == [0, 1, 1] and cm.cols[0].tolist() == [0, 1, 1]
+    assert [(plan.reads[i].key, plan.reads[i].window) for i in plan.slots.values()] == [
+        ("ndvi", PixelWindow(19, 29, 3, 3)), ("cloud_mask", PixelWindow(9, 14, 2, 2))]
+
+
+def test_plan_leaves_an_asset_an_item_lacks_unread_and_refuses_above_the_budget() -> None:
+    from steps.edr.query import QueryError
+
+    index = _index(_with_cloud_mask(_row("A1", "47PPR", "2024-01-13T03:47:20.024Z", 600000, 1600000)),
+                   _row("A2", "47PPR", "2024-01-18T03:47:20.024Z", 600000, 1600000))  # A2: no cloud mask
+    point = _lonlat(600123.0, 1599876.0)
+    plan = _plan(index, "position", budget=4, wkt=point)  # 2 dates × 2 parameters: exactly the budget
+    assert sorted(plan.slots) == [(0, 0, "cloud_mask"), (0, 0, "ndvi"), (0, 1, "ndvi")]
+    with pytest.raises(QueryError, match="2 time steps × 2 parameters = 4 values, above this server's pixel "
+                                         "budget of 3"):
+        _plan(index, "position", budget=3, wkt=point)
+
+
+def test_index_grids_are_the_pipelines_grid_type_one_instance_per_distinct_grid() -> None:
+    from steps.products.raster import Grid
+
+    a = _with_cloud_mask(_row("A1", "47PPR", "2024-01-13T03:47:20.024Z", 600000, 1600000))
+    b = _with_cloud_mask(_row("A2", "47PPR", "2024-01-18T03:47:20.024Z", 600000, 1600000))
+    index = _index(a, b)
+    g1, g2 = index.items[0].grids, index.items[1].grids
+    assert isinstance(g1["ndvi"], Grid) and g1["ndvi"] is g2["ndvi"] and g1["cloud_mask"] is g2["cloud_mask"]
+    ndvi = g1["ndvi"]
+    assert (ndvi.crs, ndvi.epsg, ndvi.shape, ndvi.width, ndvi.height, ndvi.res) == (
+        "EPSG:32647", 32647, (64, 64), 64, 64, 10.0)
+    assert ndvi.bounds == (600000.0, 1599360.0, 600640.0, 1600000.0) and ndvi.centre == (600320.0, 1599680.0)
+    assert ndvi.to_proj() == a["grids"]["ndvi"]  # the index's form, unchanged
+    assert ndvi.scaled(20.0) == g1["cloud_mask"]
+
+
+def test_lonlat_utm_transformers_are_cached_per_thread() -> None:
+    import threading
+
+    from steps.sentinel2.grid import lonlat_to_utm, utm_to_lonlat
+
+    mine = lonlat_to_utm(EPSG)
+    assert lonlat_to_utm(EPSG) is mine and utm_to_lonlat(EPSG) is not mine
+    other: list[Any] = []
+    t = threading.Thread(target=lambda: other.append(lonlat_to_utm(EPSG)))
+    t.start()
+    t.join()
+    assert other[0] is not mine  # pyproj transformers are not thread-safe: each thread has its own
+    x, y = mine.transform(*utm_to_lonlat(EPSG).transform(600137.0, 1599957.0))
+    assert abs(x - 600137.0) < 1e-6 and abs(y - 1599957.0) < 1e-6

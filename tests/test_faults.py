@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from r2r_faultproxy import FaultProxy
 
-from r2r_helpers import SMALL, make_bucket, run_cli, tree_bytes, upload_tree
+from r2r_helpers import SMALL, invoke_cli, make_bucket, run_cli, tree_bytes, upload_tree
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -29,7 +29,7 @@ def test_deleted_catalog_is_rebuilt_byte_identical(processed: Path, tmp_path: Pa
     assert len(removed) >= 10
     for p in removed:
         p.unlink()
-    res = run_cli("catalog", "rebuild", "--out", str(out))
+    res = invoke_cli("catalog", "rebuild", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert tree_bytes(out) == tree_bytes(processed)
 
@@ -47,7 +47,7 @@ def test_audit_names_a_deleted_and_a_corrupted_asset_and_a_rerun_restores_them(
     tiles, start, end = demo_range
     args = ["--source", str(demo_archive), "--out", str(out), "--tiles", ",".join(tiles),
             "--start", start, "--end", end]
-    res = run_cli("audit", *args, "--json", str(tmp_path / "audit.json"))
+    res = invoke_cli("audit", *args, "--json", str(tmp_path / "audit.json"))
     assert res.returncode == 4, res.stdout + res.stderr
     report = json.loads((tmp_path / "audit.json").read_text())
     bad = {s["scene_id"]: s for s in report["scenes"] if s["state"] != "ok" and s["state"] != "skipped"}
@@ -66,10 +66,10 @@ def test_audit_names_a_deleted_and_a_corrupted_asset_and_a_rerun_restores_them(
                                                        corrupted.parent.name.split("_")[1]})
     assert (out / "quarantine" / corrupted.parent.name / "lai.tif").exists()
     for o in orders:
-        r = run_cli("-q", "run", "--source", o.source, "--tiles", o.tiles, "--start", o.start.isoformat(),
-                    "--end", o.end.isoformat(), "--out", o.out)
+        r = invoke_cli("-q", "run", "--source", o.source, "--tiles", o.tiles, "--start", o.start.isoformat(),
+                       "--end", o.end.isoformat(), "--out", o.out, "--workers", "1")
         assert r.returncode == 0, r.stderr
-    res2 = run_cli("audit", *args)
+    res2 = invoke_cli("audit", *args)
     assert res2.returncode == 0, res2.stdout
     visible = {k: v for k, v in tree_bytes(out).items() if not k.startswith("quarantine/")}
     assert visible == tree_bytes(processed)
@@ -152,22 +152,25 @@ def _bad_inputs_archive(tmp_path: Path) -> Path:
 def test_bad_inputs_give_exit_3_or_skipped_and_the_rest_completes(tmp_path: Path) -> None:
     root = _bad_inputs_archive(tmp_path)
     out = tmp_path / "out"
-    res = run_cli("run", "--source", str(root), "--tiles", "47PPR", "--start", "2024-02-01", "--end", "2024-02-29",
-                  "--out", str(out))
+    # in-process, one scene at a time: every scene's log lines reach the captured stderr
+    res = invoke_cli("run", "--source", str(root), "--tiles", "47PPR", "--start", "2024-02-01", "--end", "2024-02-29",
+                     "--out", str(out), "--workers", "1")
     assert res.returncode == 3, res.stdout + res.stderr[-2000:]
     assert "2 done, 2 skipped, 0 already complete, 4 failed" in res.stdout
     failed_lines = [ln for ln in res.stdout.splitlines() if "FAILED" in ln]
     assert len(failed_lines) == 4 and all("(exit 3)" in ln for ln in failed_lines)
-    text = res.stdout
-    assert "unreadable" in text or "B04" in text
-    assert "no file for B04" in text
-    assert "EPSG:32648 is not the UTM CRS of tile 47PPR" in text
-    assert "granule" in text.lower() or "metadata" in text.lower()
+    failed = {ln.split()[1]: ln.split("(exit 3): ", 1)[1] for ln in failed_lines}  # scene → its one reason
+    assert sorted(failed) == [f"S2A_47PPR_2024020{d}T034720" for d in (1, 2, 3, 4)]
+    assert failed["S2A_47PPR_20240201T034720"].startswith(
+        "InvalidInputError: S2A_47PPR_20240201T034720 L2A B04: unreadable")  # the truncated COG
+    assert failed["S2A_47PPR_20240202T034720"] == "InvalidInputError: S2A_47PPR_20240202_0_L2A: no file for B04"
+    assert "EPSG:32648 is not the UTM CRS of tile 47PPR" in failed["S2A_47PPR_20240203T034720"]
+    assert "granule_metadata.xml: not well-formed XML" in failed["S2A_47PPR_20240204T034720"]
     assert "retry" not in res.stderr.lower()  # invalid input is never retried
     reasons = sorted(json.loads(p.read_text())["reason"] for p in out.rglob("*.skipped.json"))
     assert reasons == ["fully clouded: no clear pixel", "no valid pixels (outside the swath)"]
     assert len(list((out / "failures").glob("*.json"))) == 4
-    status = run_cli("status", "--out", str(out), "--json")
+    status = invoke_cli("status", "--out", str(out), "--json")
     assert json.loads(status.stdout)["total"] == {"done": 2, "skipped": 2, "failed": 4, "missing": 0}
 
 
@@ -177,7 +180,8 @@ def test_a_worker_dead_letters_an_order_with_bad_inputs_once_and_publishes_the_r
     from datetime import date
 
     from steps.queue.orders import WorkOrder
-    from steps.queue.worker import Worker, delete_topology, peek_dead, publish_orders, queue_depths
+    from steps.queue.transport import delete_topology, peek_dead, publish_orders, queue_depths
+    from steps.queue.worker import Worker
 
     root = _bad_inputs_archive(tmp_path)
     out = tmp_path / "out"
@@ -203,9 +207,9 @@ def test_audit_defaults_to_what_the_store_has_seen_and_groups_by_tile(
         processed: Path, demo_archive: Path, demo_range: tuple[list[str], str, str], tmp_path: Path) -> None:
     tiles, start, end = demo_range
     out = _copy(processed, tmp_path / "out")
-    full = run_cli("audit", "--source", str(demo_archive), "--out", str(out), "--tiles", ",".join(tiles),
+    full = invoke_cli("audit", "--source", str(demo_archive), "--out", str(out), "--tiles", ",".join(tiles),
                    "--start", start, "--end", end, "--json", "-")
-    inferred = run_cli("audit", "--source", str(demo_archive), "--out", str(out), "--json", "-")
+    inferred = invoke_cli("audit", "--source", str(demo_archive), "--out", str(out), "--json", "-")
     assert full.returncode == inferred.returncode == 0, inferred.stdout + inferred.stderr
     assert "defaults from the output store" in inferred.stderr
 
@@ -216,16 +220,16 @@ def test_audit_defaults_to_what_the_store_has_seen_and_groups_by_tile(
     # a whole scene lost: still found from the rest of the store; grouped per tile
     lost = sorted((out / "raw2ready-s2-vegetation").glob("*/Q*/*/S2*_47PQR_*"))[0]
     shutil.rmtree(lost)
-    res = run_cli("audit", "--source", str(demo_archive), "--out", str(out), "--by", "tile")
+    res = invoke_cli("audit", "--source", str(demo_archive), "--out", str(out), "--by", "tile")
     assert res.returncode == 4, res.stdout + res.stderr
     rows = {ln.split()[0]: ln.split()[1:] for ln in res.stdout.splitlines()[1:4]}
     assert set(rows) == {"47PPR", "47PQR", "total"}
     assert rows["47PQR"][2] == rows["total"][2] == "1"  # the "missing" column
     assert f"MISSING  {lost.name}" in res.stdout
-    status = run_cli("status", "--out", str(out), "--source", str(demo_archive), "--json")
+    status = invoke_cli("status", "--out", str(out), "--source", str(demo_archive), "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["total"]["missing"] == 1
-    empty = run_cli("audit", "--source", str(demo_archive), "--out", str(tmp_path / "nothing"))
+    empty = invoke_cli("audit", "--source", str(demo_archive), "--out", str(tmp_path / "nothing"))
     assert empty.returncode == 2 and "give --tiles" in empty.stderr
 
 
@@ -293,7 +297,7 @@ def test_kill_9_while_an_asset_uploads_leaves_nothing_partial_and_the_next_run_c
 def test_audit_requeue_and_a_worker_restore_deleted_and_corrupted_assets(
         processed: Path, demo_archive: Path, demo_range: tuple[list[str], str, str], tmp_path: Path) -> None:
     """The issue's acceptance path end to end: audit names both → --requeue → worker → audit clean."""
-    from steps.queue.worker import delete_topology
+    from steps.queue.transport import delete_topology
 
     out = _copy(processed, tmp_path / "out")
     coll = out / "raw2ready-s2-vegetation"
@@ -307,14 +311,14 @@ def test_audit_requeue_and_a_worker_restore_deleted_and_corrupted_assets(
     queue = f"r2r-test-requeue-{uuid.uuid4().hex[:8]}"
     env = {"RAW2READY_QUEUE_NAME": queue, "RAW2READY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/%2F"}
     try:
-        res = run_cli("audit", *args, "--requeue", env=env)
+        res = invoke_cli("audit", *args, "--requeue", env=env)
         assert res.returncode == 4, res.stdout + res.stderr
         assert f"CORRUPT  {deleted.parent.name}" in res.stdout and "cloud_mask missing" in res.stdout
         assert f"CORRUPT  {corrupted.parent.name}" in res.stdout and "ndvi has" in res.stdout
         assert "requeued" in res.stdout
         work = run_cli("-q", "worker", "--idle-exit", "3", env=env)
         assert work.returncode == 0, work.stderr[-2000:]
-        clean = run_cli("audit", *args, env=env)
+        clean = invoke_cli("audit", *args, env=env)
         assert clean.returncode == 0, clean.stdout
     finally:
         delete_topology(env["RAW2READY_BROKER_URL"], queue)

@@ -2,16 +2,18 @@
 
 Fast checks read the files only:
 
-* every ``images/<name>/`` with a Dockerfile has ``requirements.lock`` and an entry in ``images/lock.py``;
+* one Dockerfile, ``images/Dockerfile``, builds every image (``--build-arg IMAGE=<name>`` picks the lock
+  ``images/<name>/requirements.lock`` and the final stage, the stage named ``<name>``); each image it builds (a
+  stage with an ``ENTRYPOINT``) has its folder, lock and entry in ``images/lock.py``, and nothing else does;
 * every lock entry is ``name==version`` with ``--hash=sha256:`` lines, nothing unpinned, no URLs or indexes;
 * every lock is fresh (``python images/lock.py --check``), and that check notices dependency edits;
-* every ``FROM`` is ``image:tag@sha256:<64 hex>``; the Dockerfile installs dependencies only with
-  ``--require-hashes -r requirements.lock``, the project ``--no-deps --no-build-isolation``, then ``pip check``;
-  the lock is let through the build context's ``.dockerignore``;
+* every ``FROM`` of a base image is ``image:tag@sha256:<64 hex>``; each image's stages install dependencies only
+  with ``--require-hashes -r requirements.lock`` (its own lock), the project ``--no-deps --no-build-isolation``,
+  then ``pip check``; the locks are let through the build context's ``.dockerignore``;
 * the lock covers every runtime requirement of pyproject.toml (dependencies + the image's extras) at a
   version the requirement admits.
 
-Slow checks (``slow``) build each image's build stage as a fresh venv of this machine's Python 3.12, by
+Slow checks (``slow``) build each image's build stages as a fresh venv of this machine's Python 3.12, by
 running the Dockerfile's own ``COPY``/``RUN python -m venv``/``RUN pip …``/``RUN raw2ready …`` instructions
 against a copy of the build context (what ``.dockerignore`` lets through), with one deliberate difference:
 the locked files are first fetched (``pip download --require-hashes``, through this machine's pip
@@ -59,8 +61,7 @@ from r2r_helpers import SMALL, _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = ROOT / "images"
-DOCKERFILES = sorted(IMAGES_DIR.glob("*/Dockerfile"))
-IMAGE_NAMES = [p.parent.name for p in DOCKERFILES]
+DOCKERFILE = IMAGES_DIR / "Dockerfile"  # every image: --build-arg IMAGE=<name>
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "raw2ready"
 WHEELHOUSE = CACHE_ROOT / "image-wheels"  # the locked files, downloaded once (safe to delete)
 MODEL_CACHE = CACHE_ROOT / "image-model"  # stands in for the image's RAW2READY_CACHE_DIR (/opt/raw2ready-cache)
@@ -159,11 +160,17 @@ def env_pairs(args: str) -> dict[str, str]:
     return dict(tok.partition("=")[::2] for tok in shlex.split(args))
 
 
-def parse_dockerfile(path: Path) -> list[Stage]:
-    """Stages of a Dockerfile (comments and parser directives dropped, ``\\`` continuations joined)."""
+def parse_dockerfile(path: Path = DOCKERFILE, image: str | None = None) -> list[Stage]:
+    """Stages of a Dockerfile (comments and parser directives dropped, ``\\`` continuations joined).
+
+    With ``image``: ``${IMAGE}`` replaced by it (as ``--build-arg IMAGE=<image>``); only ``ARG`` may come before
+    the first ``FROM``.
+    """
     lines = logical_lines(path, trailing_comments=False)
     stages: list[Stage] = []
     for line in lines:
+        if image is not None:
+            line = line.replace("${IMAGE}", image)
         kw, _, args = line.partition(" ")
         kw = kw.upper()
         if kw == "FROM":
@@ -171,9 +178,40 @@ def parse_dockerfile(path: Path) -> list[Stage]:
             alias = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
             stages.append(Stage(parts[0], alias))
         else:
-            assert stages, f"{path}: {kw} before the first FROM"
-            stages[-1].instructions.append((kw, args))
+            assert stages or kw == "ARG", f"{path}: {kw} before the first FROM"
+            if stages:
+                stages[-1].instructions.append((kw, args))
     return stages
+
+
+def image_names() -> list[str]:
+    """The images ``images/Dockerfile`` builds: its stages with an ``ENTRYPOINT``."""
+    return sorted(s.alias for s in parse_dockerfile() if s.alias and any(kw == "ENTRYPOINT" for kw, _ in
+                                                                          s.instructions))
+
+
+def image_stages(image: str) -> list[Stage]:
+    """The stages ``--build-arg IMAGE=<image>`` builds, in file order (the image's own stage last): the stage
+    named ``image``, what it is ``FROM`` and what it copies ``--from``, recursively."""
+    stages = parse_dockerfile(image=image)
+    by_name = {s.alias: s for s in stages if s.alias}
+    assert stages[-1].base == image and stages[-1].instructions == [], \
+        "the last stage is `FROM ${IMAGE}`: the image IMAGE names"
+    needed: set[str] = set()
+    todo = [image]
+    while todo:
+        name = todo.pop()
+        if name in by_name and name not in needed:
+            needed.add(name)
+            st = by_name[name]
+            todo += [st.base] + [a.split("=", 1)[1] for kw, args in st.instructions if kw == "COPY"
+                                 for a in args.split() if a.startswith("--from=")]
+    chain = [s for s in stages if s.alias in needed]
+    assert chain[-1].alias == image, f"the stage {image!r} must come after the stages it needs"
+    return chain
+
+
+IMAGE_NAMES = image_names()
 
 
 def _run_segments(args: str) -> list[list[str]]:
@@ -181,17 +219,17 @@ def _run_segments(args: str) -> list[list[str]]:
     return [shlex.split(seg) for seg in args.split("&&") if seg.strip()]
 
 
-def _dockerignore(image: str) -> tuple[list[str], list[str]]:
+def _dockerignore() -> tuple[list[str], list[str]]:
     """(paths let through, exclusion globs) of ``<Dockerfile>.dockerignore`` (a ``*`` + ``!path`` allow-list)."""
-    lines = [ln.strip() for ln in (IMAGES_DIR / image / "Dockerfile.dockerignore").read_text().splitlines()
+    lines = [ln.strip() for ln in (IMAGES_DIR / "Dockerfile.dockerignore").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "*", "the build context is an allow-list: '*' first, then '!path' lines"
     return [ln[1:].rstrip("/") for ln in lines[1:] if ln.startswith("!")], [ln for ln in lines[1:]
                                                                            if not ln.startswith("!")]
 
 
-def _in_context(image: str, rel: str) -> bool:
-    allowed, excluded = _dockerignore(image)
+def _in_context(rel: str) -> bool:
+    allowed, excluded = _dockerignore()
     ok = any(rel == a or rel.startswith(a + "/") for a in allowed)
     # Docker's "**" also matches no folder at all: steps/**/__pycache__ covers steps/__pycache__
     globs = {g for pat in excluded for g in (pat, pat.replace("/**/", "/"))}
@@ -200,8 +238,12 @@ def _in_context(image: str, rel: str) -> bool:
 
 # ======================================================================================== fast checks
 def test_every_image_folder_has_a_lock_and_an_entry_in_lock_py() -> None:
-    assert IMAGE_NAMES, "no images/*/Dockerfile found"
-    assert set(IMAGE_NAMES) == set(LOCK.IMAGES), "images/lock.py IMAGES must list exactly the images/*/ folders"
+    assert set(IMAGE_NAMES) == {"steps", "pygeoapi"}, "images/Dockerfile: a stage with an ENTRYPOINT per image"
+    assert set(IMAGE_NAMES) == set(LOCK.IMAGES), "images/lock.py IMAGES must list exactly the images of the Dockerfile"
+    assert LOCK.dockerfile_images() == IMAGE_NAMES
+    folders = {p.name for p in IMAGES_DIR.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    assert folders == set(IMAGE_NAMES), "images/<name>/ holds the lock of image <name>, and nothing else is a folder"
+    assert not list(IMAGES_DIR.glob("*/Dockerfile*")), "one Dockerfile (images/Dockerfile) builds every image"
     for image in IMAGE_NAMES:
         assert (IMAGES_DIR / image / "requirements.lock").is_file(), f"images/{image}/requirements.lock: run make lock"
 
@@ -233,10 +275,10 @@ def test_lock_check_fails_when_a_dependency_changes_without_make_lock(tmp_path: 
     """A copy of the repository's lock inputs: a dependency edit makes --check fail; a comment or dev edit does not."""
     (tmp_path / "images").mkdir()
     shutil.copy(IMAGES_DIR / "lock.py", tmp_path / "images" / "lock.py")
+    shutil.copy(DOCKERFILE, tmp_path / "images" / "Dockerfile")
     for image in IMAGE_NAMES:
         (tmp_path / "images" / image).mkdir()
-        for name in ("Dockerfile", "requirements.lock"):
-            shutil.copy(IMAGES_DIR / image / name, tmp_path / "images" / image / name)
+        shutil.copy(IMAGES_DIR / image / "requirements.lock", tmp_path / "images" / image / "requirements.lock")
     pyproject = (ROOT / "pyproject.toml").read_text()
 
     def check(text: str) -> subprocess.CompletedProcess[str]:
@@ -261,12 +303,13 @@ def test_lock_check_fails_when_a_dependency_changes_without_make_lock(tmp_path: 
     assert "images/steps/" not in res.stderr, "the steps image does not install the serve extra"
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
-def test_every_base_image_is_pinned_by_digest(dockerfile: Path) -> None:
-    stages = parse_dockerfile(dockerfile)
+@pytest.mark.parametrize("image", IMAGE_NAMES)
+def test_every_base_image_is_pinned_by_digest(image: str) -> None:
+    stages = image_stages(image)
     aliases = {s.alias for s in stages if s.alias}
     external = [s.base for s in stages if s.base not in aliases]
     assert external
+    assert [s.alias for s in stages if s.base not in aliases] == [stages[0].alias], "one base stage, first"
     for base in external:
         assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*@sha256:[0-9a-f]{64}", base), \
             f"{base}: pin the base as name:version@sha256:<digest> (docs/IMAGES.md)"
@@ -276,11 +319,12 @@ def test_every_base_image_is_pinned_by_digest(dockerfile: Path) -> None:
 
 @pytest.mark.parametrize("image", IMAGE_NAMES)
 def test_dockerfile_installs_dependencies_only_from_its_hashed_lock(image: str) -> None:
-    stages = parse_dockerfile(IMAGES_DIR / image / "Dockerfile")
+    stages = image_stages(image)
     copies = [args.split() for s in stages for kw, args in s.instructions if kw == "COPY"]
-    assert [f"images/{image}/requirements.lock", "./"] in copies, "the lock must be copied into the build stage"
-    assert _in_context(image, f"images/{image}/requirements.lock"), \
-        f"images/{image}/Dockerfile.dockerignore keeps the lock out of the build context"
+    locks = [c for c in copies if c[0].endswith("requirements.lock")]
+    assert locks == [[f"images/{image}/requirements.lock", "./"]], "the image's own lock, copied into its build"
+    assert _in_context(f"images/{image}/requirements.lock"), \
+        "images/Dockerfile.dockerignore keeps the lock out of the build context"
     pip_cmds = [argv for s in stages for kw, args in s.instructions if kw == "RUN"
                 for argv in _run_segments(args) if argv[0] == "pip"]
     installs = [argv for argv in pip_cmds if argv[1] == "install"]
@@ -374,10 +418,12 @@ def _map_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def build_image_venv(image: str, workdir: Path) -> ImageVenv:
-    """Replay the build stage of ``images/<image>/Dockerfile``: COPY from the build context, venv, pip, raw2ready."""
-    stages = parse_dockerfile(IMAGES_DIR / image / "Dockerfile")
-    build, final = stages[0], stages[-1]
-    assert len(stages) == 2 and build.alias, "expected a build stage and a runtime stage"
+    """Replay the stages ``images/Dockerfile`` builds for ``image`` before its own (the shared base, the build,
+    the steps image's model compile): COPY from the build context, venv, pip, raw2ready."""
+    *builds, final = image_stages(image)
+    assert builds and all(s.alias for s in builds), "expected build stages before the image's own"
+    assert all(a.startswith("--from=") for kw, args in final.instructions if kw == "COPY" for a in args.split()[:1]), \
+        "the image's own stage only copies from the build stages"
     venv, src = workdir / "venv", workdir / "src"
     src.mkdir()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAW2READY_", "VIRTUAL_ENV", "PYTHON"))}
@@ -386,18 +432,22 @@ def build_image_venv(image: str, workdir: Path) -> ImageVenv:
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         rel = Path(directory).relative_to(ROOT).as_posix()
-        return {n for n in names if not _in_context(image, f"{rel}/{n}")}
+        return {n for n in names if not _in_context(f"{rel}/{n}")}
 
-    for kw, args in build.instructions:
+    workdir = "/"
+    for kw, args in (ins for stage in builds for ins in stage.instructions):
         if kw == "WORKDIR":
-            assert args == "/src", "the replay maps WORKDIR /src onto a temporary folder"
+            workdir = args
+        elif kw == "ARG":  # IMAGE: already replaced by parse_dockerfile
+            assert args == "IMAGE", args
         elif kw == "ENV":  # in order: a RUN sees the ENV lines above it only
             env.update(_map_env(env_pairs(args)))
         elif kw == "COPY":
             *sources, dest = args.split()
             assert not any(s.startswith("--") for s in sources), args
+            assert workdir == "/src", "the replay maps WORKDIR /src onto a temporary folder"
             for s in sources:
-                assert _in_context(image, s), f"COPY {s}: not in the build context (Dockerfile.dockerignore)"
+                assert _in_context(s), f"COPY {s}: not in the build context (Dockerfile.dockerignore)"
                 target = src / dest / Path(s).name if dest.endswith("/") or len(sources) > 1 else src / dest
                 if (ROOT / s).is_dir():
                     shutil.copytree(ROOT / s, target, ignore=ignore)
@@ -406,11 +456,16 @@ def build_image_venv(image: str, workdir: Path) -> ImageVenv:
                     shutil.copy(ROOT / s, target)
         elif kw == "RUN":
             for argv in _run_segments(args):
+                assert argv[0] != "pip" or workdir == "/src", f"{shlex.join(argv)}: the replay runs pip in /src"
                 _replay(argv, venv=venv, src=src, env=env, timings=timings)
         else:
             raise AssertionError(f"the replay does not know build-stage instruction {kw} {args}")
-    runtime_env = {**base_env, **_map_env(final.env()),
-                   "PATH": f"{venv / 'bin'}{os.pathsep}{base_env.get('PATH', '')}"}
+    by_name = {s.alias: s for s in builds}
+    bases = [final]  # the image's stage and the stages it is FROM: their ENV is the image's
+    while bases[-1].base in by_name:
+        bases.append(by_name[bases[-1].base])
+    image_env = {k: v for stage in reversed(bases) for k, v in stage.env().items()}
+    runtime_env = {**base_env, **_map_env(image_env), "PATH": f"{venv / 'bin'}{os.pathsep}{base_env.get('PATH', '')}"}
     return ImageVenv(image, venv, src, runtime_env, final, timings)
 
 
@@ -425,11 +480,15 @@ def _wheelhouse_has(pins: list[Pin]) -> bool:
     return all(present & set(p.hashes) for p in pins)
 
 
+_SYSTEM_PROGRAMS = ("apt-get", "rm", "groupadd", "useradd")
+"""Commands of a RUN that set up the image's system (Debian packages, users): not replayed."""
+
+
 def _replay(argv: list[str], *, venv: Path, src: Path, env: dict[str, str], timings: dict[str, float]) -> None:
     """One command of a RUN: venv creation, pip, raw2ready; system-package commands are the image's business."""
     prog = argv[0]
     t0 = time.monotonic()
-    if prog in ("apt-get", "rm", "groupadd", "useradd"):
+    if prog in _SYSTEM_PROGRAMS:
         return  # Debian packages and users of the image; this machine has its own (libgomp1 included)
     if argv[:3] == ["python", "-m", "venv"]:
         cmd = [_base_python(), "-m", "venv", str(venv)]

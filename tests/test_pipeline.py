@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from r2r_helpers import run_cli, tree_bytes
+from r2r_helpers import SMALL, invoke_cli, tree_bytes
 
 
 def _items(out: Path) -> list[dict]:
@@ -143,8 +144,8 @@ def test_second_run_does_no_work_and_changes_no_byte(processed: Path, demo_archi
     shutil.copytree(processed, out, copy_function=shutil.copy2)
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
     tiles, start, end = demo_range
-    res = run_cli("run", "--source", str(demo_archive), "--tiles", ",".join(tiles), "--start", start, "--end", end,
-                  "--out", str(out))
+    res = invoke_cli("run", "--source", str(demo_archive), "--tiles", ",".join(tiles), "--start", start, "--end",
+                     end, "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "0 done, 0 skipped, 12 already complete, 0 failed" in res.stdout  # 12 scenes after dedupe
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
@@ -176,11 +177,85 @@ def test_run_killed_midway_then_rerun_equals_uninterrupted_run(processed: Path, 
         if p.suffix == ".tif" and not p.name.startswith("."):
             with rasterio.open(p) as ds:
                 ds.read(1)
-    res = run_cli("-q", "run", "--source", str(demo_archive), "--tiles", ",".join(tiles), "--start", start,
-                  "--end", end, "--out", str(out))
+    # the rerun in-process, one scene at a time (the process boundary and the parallelism are not the point here)
+    res = invoke_cli("-q", "run", "--source", str(demo_archive), "--tiles", ",".join(tiles), "--start", start,
+                     "--end", end, "--out", str(out), "--workers", "1")
     assert res.returncode == 0, res.stderr
+    m = re.search(r"scenes: (\d+) done, (\d+) skipped, (\d+) already complete, 0 failed", res.stdout)
+    assert m and int(m[3]) >= 1 and int(m[1]) + int(m[2]) >= 1, res.stdout  # resumed: some done before, some now
 
     def visible(root: Path) -> dict[str, bytes]:
         return {k: v for k, v in tree_bytes(root).items() if not k.startswith("work/") and "/." not in k}
 
     assert visible(out) == visible(processed)
+
+
+# --- the non-default settings: the pipeline runs with them and the product says so ----------------------------
+SCENE = "S2A_47PPR_20240113T034720"  # clouded in part, with an L1C pair: the s2cloudless path
+SIZE_20M = SMALL // 2
+
+
+def _one_scene(demo_archive: Path, out: Path, env: dict[str, str]) -> tuple[dict, Path]:
+    res = invoke_cli("-q", "run", "--source", str(demo_archive), "--tiles", "47PPR", "--start", "2024-01-13",
+                     "--end", "2024-01-13", "--out", str(out), "--workers", "1", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 done, 0 skipped, 0 already complete, 0 failed" in res.stdout
+    (item_path,) = out.rglob(f"{SCENE}.json")
+    return json.loads(item_path.read_text()), item_path.parent
+
+
+def _default_scene(processed: Path) -> tuple[dict, Path]:
+    (item_path,) = processed.rglob(f"{SCENE}.json")
+    return json.loads(item_path.read_text()), item_path.parent
+
+
+def test_lai_network_2_1_is_used_and_recorded(demo_archive: Path, processed: Path, tmp_path: Path) -> None:
+    """RAW2READY_LAI_NETWORK=2_1 (SNAP ≤ 7's single network): the LAI comes from that set and the item says so;
+    NDVI and the cloud mask do not depend on it."""
+    item, folder = _one_scene(demo_archive, tmp_path / "out", {"RAW2READY_LAI_NETWORK": "2_1"})
+    ref, ref_folder = _default_scene(processed)
+    lai_prov = item["properties"]["processing:expression"]["expression"]["lai"]
+    assert ref["properties"]["processing:expression"]["expression"]["lai"]["network"] == "3_0/S2A"
+    assert lai_prov["network"].startswith("2_1"), lai_prov["network"]
+    assert item["properties"]["processing:software"]["snap-biophysical-networks"].startswith("2_1")
+    assert f"LAI: SNAP biophysical network {lai_prov['network']}" in item["properties"]["processing:lineage"]
+    for key in ("ndvi", "cloud_mask"):
+        assert (folder / f"{key}.tif").read_bytes() == (ref_folder / f"{key}.tif").read_bytes(), key
+    lai, ref_lai = _read(folder / "lai.tif"), _read(ref_folder / "lai.tif")
+    valid = ref_lai != -32768
+    assert np.array_equal(lai != -32768, valid)  # the same clear pixels get a value …
+    assert valid.sum() > 1000
+    assert np.count_nonzero(lai[valid] != ref_lai[valid]) > 0.5 * valid.sum()  # … from another network
+    assert lai[valid].min() >= 0 and lai[valid].max() * 0.001 <= 8.0  # LAI in m²/m², within SNAP's range
+
+
+def test_cloud_resolution_20m_is_used_and_recorded(demo_archive: Path, processed: Path, tmp_path: Path) -> None:
+    """RAW2READY_CLOUD_RESOLUTION_M=20: s2cloudless runs on the 20 m grid, its radii scaled (160 m: 4/2 px →
+    20 m: 32/16 px), and the item records it; the mask stays on the 20 m product grid."""
+    item, folder = _one_scene(demo_archive, tmp_path / "out", {"RAW2READY_CLOUD_RESOLUTION_M": "20"})
+    ref, ref_folder = _default_scene(processed)
+    s2c = item["properties"]["processing:expression"]["expression"]["cloud_mask"]["s2cloudless"]
+    ref_s2c = ref["properties"]["processing:expression"]["expression"]["cloud_mask"]["s2cloudless"]
+    assert (ref_s2c["resolution_m"], ref_s2c["average_over_px"], ref_s2c["dilation_px"]) == (60, 11, 5)
+    assert (s2c["resolution_m"], s2c["average_over_px"], s2c["dilation_px"]) == (20, 32, 16)
+    # every valid 60 m pixel is 3×3 valid 20 m pixels (the swath edge is decided at 60 m)
+    assert s2c["evaluated_px"] == 9 * ref_s2c["evaluated_px"] > 0
+    mask, ref_mask = _read(folder / "cloud_mask.tif"), _read(ref_folder / "cloud_mask.tif")
+    assert mask.shape == ref_mask.shape == (SIZE_20M, SIZE_20M)  # the product grid stays 20 m
+    assert np.array_equal(mask == 255, ref_mask == 255)  # no data does not depend on it
+    assert (mask == 1).any() and (mask == 0).any()
+
+
+@pytest.mark.parametrize("how", ["env", "option"])
+def test_cloud_resolution_160m_is_refused_at_start(demo_archive: Path, tmp_path: Path, how: str) -> None:
+    """160 m does not divide the 109.8 km tile (686.25 px): one clear error before any scene, not a dead scene."""
+    args = ["-q", "run", "--source", str(demo_archive), "--tiles", "47PPR", "--start", "2024-01-13", "--end",
+            "2024-01-13", "--out", str(tmp_path / "out"), "--workers", "1"]
+    if how == "env":
+        res = invoke_cli(*args, env={"RAW2READY_CLOUD_RESOLUTION_M": "160"})
+    else:
+        res = invoke_cli(*args, "--cloud-resolution", "160")
+    assert res.returncode in (2, 3), res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith(("raw2ready:", "Error:"))]
+    assert len(lines) == 1 and "160" in lines[0], res.stderr
+    assert "scenes:" not in res.stdout and not (tmp_path / "out" / "raw2ready-s2-vegetation").exists()

@@ -22,22 +22,19 @@ from pathlib import Path
 import pytest
 
 from steps.errors import TransientError
+from steps.queue.bookkeeping import HDR_EXIT, HDR_REASON, Outcome, done_key
 from steps.queue.orders import WorkOrder
-from steps.queue.worker import (
-    HDR_EXIT,
-    HDR_REASON,
-    Outcome,
+from steps.queue.transport import (
     Topology,
-    Worker,
     connect,
     declare_topology,
     delete_topology,
-    done_key,
     peek_dead,
     publish_orders,
     queue_depths,
     redrive_dead,
 )
+from steps.queue.worker import Worker
 
 from r2r_helpers import run_cli, tree_bytes
 
@@ -157,6 +154,42 @@ def test_enqueue_then_worker_publishes_the_orders_items(queue: str, demo_archive
     root = json.loads((out / "catalog.json").read_text())
     assert any(link["href"] == "./raw2ready-s2-vegetation/collection.json" for link in root["links"])
     assert queue_depths(queue=queue) == {queue: 0, f"{queue}.retry": 0, f"{queue}.dead": 0}
+
+
+def test_a_worker_killed_before_its_batch_rebuild_leaves_nothing_out_of_the_next_catalog(
+        queue: str, demo_archive: Path, tmp_path: Path) -> None:
+    """Orders are acked once their sidecars are written; the catalog is rebuilt per batch. A worker that dies
+    after acking two orders and before its rebuild leaves their scenes out of the catalog only until the next
+    batch rebuild of that root by any worker, which lists every sidecar."""
+    from steps.ops.audit import _listed_items
+    from steps.storage import open_storage
+
+    out = tmp_path / "products"
+    first = _orders(demo_archive, out, [(2023, 1), (2024, 1)], tiles=("47PQR",))  # an item each
+    publish_orders(first, queue=queue)
+    dying = Worker(queue=queue, max_orders=2)
+    dying.catalog.start = lambda reason: False  # type: ignore[method-assign]  # it dies before any rebuild:
+    dying.catalog.flush = lambda reason="": None  # type: ignore[method-assign]  # no batch, no final rebuild
+    assert dying.run(install_signals=False).done == 2
+    assert queue_depths(queue=queue)[queue] == 0  # both acked
+    assert dying.catalog.pending == [str(out)]
+
+    def sidecars(orders: list[WorkOrder]) -> set[str]:
+        keys = set()
+        for o in orders:
+            for sc in json.loads((out / done_key(o.message_id)).read_text())["scenes"]:
+                keys |= {str(p.relative_to(out)) for p in out.glob(f"raw2ready-s2-vegetation/*/*/*/{sc['scene_id']}/"
+                                                                      f"{sc['scene_id']}.json")}
+        return keys
+
+    assert len(sidecars(first)) == 2  # committed: the item sidecars are written
+    assert not (out / "catalog.json").exists()  # ... but no catalog lists them yet
+
+    later = _orders(demo_archive, out, [(2023, 1)], tiles=("47PPR",))  # its scene is clouded: a skip record
+    publish_orders(later, queue=queue)
+    stats = Worker(queue=queue, max_orders=1).run(install_signals=False)  # another worker, another order
+    assert stats.done == 1
+    assert _listed_items(open_storage(str(out))) == sidecars(first) | sidecars(later) == sidecars(first)
 
 
 def test_enqueued_messages_are_persistent_with_the_order_id(queue: str, tmp_path: Path) -> None:

@@ -53,6 +53,12 @@ C1 = HAND / "earth-search-c1-S2B_T10TFR_20231223T190950_L2A.json"
 
 COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/sentinel-s2-l2a-cogs"
 PCB = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2"
+PC_06VVN_IMG = (f"{PCB}/06/V/VN/2019/06/29/S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531.SAFE/GRANULE/"
+                "L2A_T06VVN_A012081_20190629T212530/IMG_DATA")
+PC_06VVN_HREFS = (f"{PC_06VVN_IMG}/R10m/T06VVN_20190629T212529_B04_10m.tif",
+                  f"{PC_06VVN_IMG}/R10m/T06VVN_20190629T212529_B08_10m.tif",
+                  f"{PC_06VVN_IMG}/R20m/T06VVN_20190629T212529_SCL_20m.tif")
+"""B04, B08, SCL of the Planetary Computer item of 06VVN (the same with and without its raster extension)."""
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -114,24 +120,12 @@ SINGLE = [
     pytest.param(
         PC, "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531", "planetary-computer", "L2A", "06VVN",
         "2019-06-29T21:25:29.024", "sentinel-2b", "02.12",
-        "S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531", None, 32606,
-        f"{PCB}/06/V/VN/2019/06/29/S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531.SAFE/GRANULE/"
-        "L2A_T06VVN_A012081_20190629T212530/IMG_DATA/R10m/T06VVN_20190629T212529_B04_10m.tif",
-        f"{PCB}/06/V/VN/2019/06/29/S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531.SAFE/GRANULE/"
-        "L2A_T06VVN_A012081_20190629T212530/IMG_DATA/R10m/T06VVN_20190629T212529_B08_10m.tif",
-        f"{PCB}/06/V/VN/2019/06/29/S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531.SAFE/GRANULE/"
-        "L2A_T06VVN_A012081_20190629T212530/IMG_DATA/R20m/T06VVN_20190629T212529_SCL_20m.tif",
+        "S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531", None, 32606, *PC_06VVN_HREFS,
         (None, None, None), None, 0.314306, id="pc-06VVN"),
     pytest.param(
         PC_RASTER, "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531", "planetary-computer", "L2A", "06VVN",
         "2019-06-29T21:25:29.024", "sentinel-2b", "02.12",
-        "S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531", None, 32606,
-        f"{PCB}/06/V/VN/2019/06/29/S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531.SAFE/GRANULE/"
-        "L2A_T06VVN_A012081_20190629T212530/IMG_DATA/R10m/T06VVN_20190629T212529_B04_10m.tif",
-        f"{PCB}/06/V/VN/2019/06/29/S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531.SAFE/GRANULE/"
-        "L2A_T06VVN_A012081_20190629T212530/IMG_DATA/R10m/T06VVN_20190629T212529_B08_10m.tif",
-        f"{PCB}/06/V/VN/2019/06/29/S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531.SAFE/GRANULE/"
-        "L2A_T06VVN_A012081_20190629T212530/IMG_DATA/R20m/T06VVN_20190629T212529_SCL_20m.tif",
+        "S2B_MSIL2A_20190629T212529_N0212_R043_T06VVN_20201006T080531", None, 32606, *PC_06VVN_HREFS,
         (None, None, 0.0), None, 0.314306, id="pc-06VVN-raster-ext"),
     pytest.param(
         PYSTAC_L1C, "S2A_MSIL1C_20210908T042701_R133_T46RER_20210908T070248", "stactools", "L1C", "46RER",
@@ -619,3 +613,21 @@ def test_processable_names_missing_bands() -> None:
     obj = _load(C1)
     obj["assets"].pop("scl")
     assert processable(parse_item(obj, "c1.json")) == "item S2B_T10TFR_20231223T190950_L2A: no asset for SCL"
+
+
+def test_item_baselines_are_read_as_the_metadata_reader_reads_them() -> None:
+    """One baseline behaviour: an item's stated baseline is normalised through ``baseline_key``, and its product and
+    datatake ids are read by ``baseline_from_product_id`` (placeholders N0000/N9999 state none)."""
+    from steps.sentinel2 import items
+
+    assert items._baseline("2.14") == "02.14" and items._baseline(" 05.10 ") == "05.10"
+    for bad in ("5.1", "05", "x", "123.00", True, None, 5.1):
+        assert items._baseline(bad) is None, bad
+    pid = "S2B_MSIL2A_20230821T221941_N{}_R029_T01KAB_20230822T021825"
+    datatake = "GS2B_20230821T221941_033553_N05.09"
+    assert items._processing_baseline({}, "i", pid.format("0509"), datatake) == "05.09"
+    for placeholder in ("0000", "9999"):
+        assert items._processing_baseline({}, "i", pid.format(placeholder), None) is None
+        assert items._processing_baseline({}, "i", pid.format(placeholder), datatake) == "05.09"
+    with pytest.raises(InvalidInputError, match="conflicting processing baseline"):
+        items._processing_baseline({"s2:processing_baseline": "05.10"}, "i", pid.format("0509"), None)

@@ -30,28 +30,22 @@ def test_pixels_centred_on_nodes_2_mod_4_reproduce_node_values_including_last_no
     np.testing.assert_array_equal(out, grid[2::4, 2::4].astype(np.float32))
 
 
+def _by_hand(grid: np.ndarray, i: float, j: float) -> float:
+    """Bilinear value at node coordinates (i, j), written out from the four surrounding nodes."""
+    i0, j0 = int(i), int(j)
+    ti, tj = i - i0, j - j0
+    return float((1 - ti) * (1 - tj) * grid[i0, j0] + (1 - ti) * tj * grid[i0, j0 + 1]
+                 + ti * (1 - tj) * grid[i0 + 1, j0] + ti * tj * grid[i0 + 1, j0 + 1])
+
+
 def test_bilinear_value_between_nodes_matches_hand_computation(grid):
     # 20 m pixel (r, c) = (10, 137): centre x = 137.5·20 = 2750 m, y = 10.5·20 = 210 m below the corner
     # → node coordinates j = 0.55, i = 0.042 between nodes (0, 0), (0, 1), (1, 0), (1, 1)
     out = ang.interpolate_grid(grid, out_shape=(20, 200), res_m=20.0)
-    ti, tj = 0.042, 0.55
-    want = (
-        (1 - ti) * (1 - tj) * grid[0, 0]
-        + (1 - ti) * tj * grid[0, 1]
-        + ti * (1 - tj) * grid[1, 0]
-        + ti * tj * grid[1, 1]
-    )
-    assert out[10, 137] == pytest.approx(want, abs=1e-4)
+    assert out[10, 137] == pytest.approx(_by_hand(grid, 0.042, 0.55), abs=1e-4)
     # a pixel deep inside: 20 m pixel (3001, 4444): y = 60030 m → i = 12.006; x = 88890 m → j = 17.778
     out2 = ang.interpolate_grid(grid, out_shape=(2, 2), res_m=20.0, row_off=3000, col_off=4443)
-    ti, tj = 12.006 - 12, 17.778 - 17
-    want2 = (
-        (1 - ti) * (1 - tj) * grid[12, 17]
-        + (1 - ti) * tj * grid[12, 18]
-        + ti * (1 - tj) * grid[13, 17]
-        + ti * tj * grid[13, 18]
-    )
-    assert out2[1, 1] == pytest.approx(want2, abs=1e-4)
+    assert out2[1, 1] == pytest.approx(_by_hand(grid, 12.006, 17.778), abs=1e-4)
 
 
 def test_linear_field_is_reproduced_exactly_at_any_pixel():

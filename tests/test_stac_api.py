@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from steps.products.catalog import parse_datetime
+from steps.times import parse_datetime
 
 from r2r_helpers import make_bucket, run_cli, upload_tree
 

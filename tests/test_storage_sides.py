@@ -33,7 +33,7 @@ from steps.products.raster import BandRead, raster_info, read_band, read_bands
 from steps.settings import Settings, get_settings
 from steps.storage import S3Storage, classify_s3_error, gdal_env, gdal_env_options, open_storage, read_uri, s3_client
 
-from r2r_helpers import _free_port, run_cli
+from r2r_helpers import _free_port, invoke_cli, run_cli
 
 OUT = "RAW2READY_S3_"
 SRC = "RAW2READY_SOURCE_S3_"
@@ -463,3 +463,66 @@ def test_lai_network_choices_are_the_sets_shipped_and_accept_snap_spellings() ->
     assert set(get_args(LaiNetworkSet)) == shipped
     assert Settings(lai_network="3.0").lai_network == "3_0"
     assert Settings(lai_network="v2.1").lai_network == "2_1"
+
+
+_START_ARGVS = {  # a command of each kind; none gets further than reading the settings when they are wrong
+    "worker": ["-q", "worker", "--idle-exit", "1"],
+    "run": ["run", "--source", "nowhere", "--tiles", "47PPR", "--start", "2024-01-01", "--end", "2024-01-31",
+            "--out", "nowhere-out"],
+    "step": ["step", "mask", "--scene", "nowhere/work/S2A_47PPR_20240115T035029/scene.json", "--out", "nowhere-out"],
+}
+
+
+@pytest.mark.parametrize("command", list(_START_ARGVS))
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("CLOUD_RESOLUTION_M", "30", ["Input should be 10, 20 or 60"]),
+    ("CLOUD_RESOLUTION_M", "160", ["160 m does not divide the 109800 m Sentinel-2 tile (686.25 pixels)",
+                                   "choose one of 10, 20, 60"]),
+    ("CLOUD_MODE", "fats", ["'fast' or 'exact'"]),
+    ("LOG_LEVEL", "verbose", ["'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"]),
+    ("S3_ADDRESSING_STYLE", "paths", ["'path' or 'virtual'"]),
+    ("SOURCE_S3_ADDRESSING_STYLE", "Virtual", ["'path' or 'virtual'"]),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_every_choice_setting_is_one_clear_error_at_start(command: str, variable: str, value: str,
+                                                          says: list[str]) -> None:
+    """Each typed choice refused when the command starts: exit 3, one line naming the variable and the choices,
+    before a scene is read or the worker reaches its broker (a dead port: reaching it would be exit 75). In-process
+    (the subprocess path is proven for the LAI network above)."""
+    env = {f"RAW2READY_{variable}": value,
+           "RAW2READY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{_free_port()}/%2F"}
+    res = invoke_cli(*_START_ARGVS[command], env=env)
+    assert res.returncode == 3, res.stdout + res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("raw2ready: invalid input: invalid settings: "), line
+    assert f"RAW2READY_{variable}:" in line and all(s in line for s in says), line
+
+
+def test_a_cloud_resolution_that_does_not_divide_the_tile_is_refused() -> None:
+    from steps.sentinel2.grid import GRID_SNAP_M, TILE_SIZE_M
+    from steps.settings import CLOUD_RESOLUTIONS_M, check_divides_tile
+
+    assert CLOUD_RESOLUTIONS_M == (10, 20, 60)
+    for res in CLOUD_RESOLUTIONS_M:  # every choice covers the tile, and the 60 m corner snap, in whole pixels
+        assert TILE_SIZE_M % res == 0 and GRID_SNAP_M % res == 0
+        check_divides_tile(res)
+        assert Settings(cloud_resolution_m=str(res)).cloud_resolution_m == res
+    for bad in (160, 80, 7, 0, -20):
+        with pytest.raises(ValueError, match=rf"{bad} m does not divide the 109800 m Sentinel-2 tile"):
+            check_divides_tile(bad)
+        with pytest.raises(ValueError, match="does not divide"):
+            Settings(cloud_resolution_m=bad)
+    with pytest.raises(ValueError, match="Input should be 10, 20 or 60"):  # divides the tile, not a choice
+        Settings(cloud_resolution_m=30)
+
+
+def test_log_level_is_a_choice_in_any_case() -> None:
+    assert Settings(log_level=" debug ").log_level == "DEBUG"
+    assert Settings().log_level == "INFO"
+
+
+def test_the_tile_size_the_settings_check_is_the_grids():
+    """settings spells the tile width itself (it may import only steps.errors): it must be the grid's."""
+    from steps import settings
+    from steps.sentinel2 import grid
+
+    assert settings.TILE_SIZE_M == grid.TILE_SIZE_M == 10980 * 10

@@ -33,7 +33,7 @@ from steps.sentinel2.tiles import (
     tiles_for_geometry,
 )
 
-from r2r_helpers import run_cli
+from r2r_helpers import invoke_cli
 
 GRID = Path(__file__).parent / "data" / "real" / "s2-grid"
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,20 +285,20 @@ def test_world_bbox_lists_only_grid_tiles() -> None:
 # --- CLI ---------------------------------------------------------------------------------------------------
 
 def test_cli_tiles_aoi_thailand_lists_the_98_and_the_minimal_90() -> None:
-    res = run_cli("tiles", "--aoi", "thailand")
+    res = invoke_cli("tiles", "--aoi", "thailand")
     assert res.returncode == 0, res.stderr
     assert tuple(res.stdout.split()) == thailand_tiles()
     assert "98 tile(s)" in res.stderr
-    res = run_cli("tiles", "--aoi", "thailand", "--cover", "minimal", "--format", "json")
+    res = invoke_cli("tiles", "--aoi", "thailand", "--cover", "minimal", "--format", "json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == list(thailand_minimal_tiles())
 
 
 def test_cli_tiles_bbox_formats() -> None:
-    res = run_cli("tiles", "--bbox", "100.3,13.5,100.9,14.0", "--format", "json")
+    res = invoke_cli("tiles", "--bbox", "100.3,13.5,100.9,14.0", "--format", "json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == ["47PPQ", "47PPR", "47PQQ", "47PQR"]
-    res = run_cli("tiles", "--bbox", "99.5,9.0,101.5,10.5", "--land-only", "--format", "geojson")
+    res = invoke_cli("tiles", "--bbox", "99.5,9.0,101.5,10.5", "--land-only", "--format", "geojson")
     assert res.returncode == 0, res.stderr
     fc = json.loads(res.stdout)
     assert [f["id"] for f in fc["features"]] == ["47PNK", "47PNL", "47PNM", "47PPK", "47PPL"]  # Ko Samui side

@@ -3,7 +3,7 @@
 * ``EventBus`` ``default`` (JetStream) — the sensor and the event source talk through it.
 * ``EventSource`` ``raw2ready-orders`` — an AMQP consumer of the **named, durable** work-order queue
   (``Settings.queue_name``, default ``raw2ready.orders``), declared with exactly the arguments
-  :meth:`steps.queue.worker.Topology.queue_arguments` gives (dead-letter exchange), so that it, the local worker
+  :meth:`steps.queue.transport.Topology.queue_arguments` gives (dead-letter exchange), so that it, the local worker
   and ``raw2ready enqueue`` can all declare the same queue without a ``PRECONDITION_FAILED``. Publishers
   use the default exchange (routing key = queue name); the event source's own exchange
   ``<queue>.events`` is bound too, for publishers that prefer a named exchange. Deliveries are acked only
@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from steps.queue.orders import SCHEMA_VERSION, WorkOrder
-from steps.queue.worker import Topology
+from steps.queue.transport import Topology
 from steps.settings import Settings
 from workflows.pipeline import ENTRY_PARAMS, ENTRY_TEMPLATE, LABELS, order_option_default
 from workflows.templates import SECRET_NAME

@@ -4,7 +4,8 @@ Hera 7 retired the decorators that built container templates from models, so thi
 factory. For a step it produces:
 
 * one input parameter per ``Inputs`` field — same snake_case name, the field description, the field
-  default when the field is optional;
+  default when the field is optional — in the published order (:meth:`steps.pipeline.contract.Step.input_fields`,
+  the order the CLI options have too);
 * one output parameter per ``Outputs`` field, read from ``/tmp/outputs/<field>`` (the files written by
   ``raw2ready step <name> … --outputs-dir /tmp/outputs``);
 * args ``["step", "<name>", "--field-name", "{{inputs.parameters.field_name}}", …, "--outputs-dir",
@@ -60,7 +61,7 @@ IMAGE_REPOSITORY = "ghcr.io/raw2ready"
 """Registry prefix of the project's images; overlays retag them with kustomize ``images:``."""
 
 RUN_AS_USER = 10001
-"""The non-root uid of the images (images/*/Dockerfile create the same uid)."""
+"""The non-root uid of the images (the shared runtime stage of images/Dockerfile creates it)."""
 
 RETRY_BACKOFF = m.Backoff(duration="30s", factor=2, cap="10m")
 """First retry after 30 s, doubling, never waiting more than 10 min between attempts.
@@ -119,26 +120,20 @@ def retry_strategy(limit: int) -> RetryStrategy:
     )
 
 
+NON_ROOT: dict[str, Any] = {"run_as_non_root": True, "run_as_user": RUN_AS_USER}
+"""What the pod and every container state alike: never root, always the images' uid."""
+
+
 def container_security_context() -> m.SecurityContext:
     """Non-root, no privilege escalation, no capabilities, read-only root filesystem."""
-    return m.SecurityContext(
-        run_as_non_root=True,
-        run_as_user=RUN_AS_USER,
-        allow_privilege_escalation=False,
-        read_only_root_filesystem=True,
-        capabilities=m.Capabilities(drop=["ALL"]),
-    )
+    return m.SecurityContext(**NON_ROOT, allow_privilege_escalation=False, read_only_root_filesystem=True,
+                             capabilities=m.Capabilities(drop=["ALL"]))
 
 
 def pod_security_context() -> m.PodSecurityContext:
-    """Pod-level security context shared by every workflow pod."""
-    return m.PodSecurityContext(
-        run_as_non_root=True,
-        run_as_user=RUN_AS_USER,
-        run_as_group=RUN_AS_USER,
-        fs_group=RUN_AS_USER,
-        seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
-    )
+    """Pod-level security context shared by every workflow pod (group and volume ownership: the same uid)."""
+    return m.PodSecurityContext(**NON_ROOT, run_as_group=RUN_AS_USER, fs_group=RUN_AS_USER,
+                                seccomp_profile=m.SeccompProfile(type="RuntimeDefault"))
 
 
 def param_str(value: Any) -> str:

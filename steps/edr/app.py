@@ -34,8 +34,8 @@ from typing import Any
 from steps.edr.config import PROVIDER_NAME
 from steps.edr.index import load_index
 from steps.edr.wsgi import StartResponse, WSGIApp, buffered
-from steps.products.catalog import format_datetime
 from steps.settings import get_settings
+from steps.times import format_datetime
 
 log = logging.getLogger(__name__)
 

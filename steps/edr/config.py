@@ -1,7 +1,7 @@
 """The pygeoapi configuration and OpenAPI document for a raw2ready catalog.
 
 Used by ``raw2ready serve`` and, through that same command with ``--write-config-only``, by the Kubernetes
-manifests. Two collections are published, ``ndvi`` and ``lai`` (see :data:`steps.edr.provider.COLLECTIONS`),
+manifests. Two collections are published, ``ndvi`` and ``lai`` (see :data:`steps.edr.query.COLLECTIONS`),
 each with one EDR provider (:class:`steps.edr.provider.Raw2ReadyEDRProvider`) reading the catalog at
 ``catalog`` (a directory or ``s3://bucket/prefix``; the pod needs the same ``RAW2READY_S3_*`` settings).
 
@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from steps.edr.index import CatalogIndex
-from steps.edr.provider import COLLECTIONS, DEFAULT_PIXEL_BUDGET, DEFAULT_READ_WORKERS, RADIUS_UNITS
+from steps.edr.provider import DEFAULT_PIXEL_BUDGET, DEFAULT_READ_WORKERS
+from steps.edr.query import COLLECTIONS, RADIUS_UNITS
 
 log = logging.getLogger(__name__)
 

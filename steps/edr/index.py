@@ -2,7 +2,8 @@
 
 The index (written by :func:`steps.products.catalog.rebuild_catalog`) lists every published item with its datetime,
 tile, platform, ``proj:code``, WGS84 bbox, asset keys (relative to the output root) and, per asset, the
-raster grid (``proj:shape`` and ``proj:transform`` in the item's UTM CRS). Nothing here opens a COG.
+raster grid (``proj:shape`` and ``proj:transform`` in the item's UTM CRS), read into a
+:class:`steps.products.raster.Grid`. Nothing here opens a COG.
 
 Change detection: a local index is re-``stat``-ed on every lookup (cheap; mtime + size); an index in S3 is
 HEAD-ed for its ETag at most every ``check_interval_s`` seconds. Items are kept sorted by
@@ -22,51 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from affine import Affine
 
-from steps.products.catalog import INDEX_KEY, format_datetime, parse_datetime
+from steps.products.catalog import INDEX_KEY
+from steps.products.raster import Grid
 from steps.storage import LocalStorage, S3Storage, open_storage
+from steps.times import format_datetime, parse_datetime
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RasterGrid:
-    """A raster grid: CRS (EPSG code), affine transform (pixel → CRS metres, upper-left corner) and size."""
-
-    epsg: int
-    transform: Affine
-    width: int
-    height: int
-
-    @functools.cached_property
-    def inverse(self) -> tuple[float, float, float, float, float, float]:
-        """Coefficients (a, b, c, d, e, f) of the inverse transform: col = a·x + b·y + c, row = d·x + e·y + f
-        (plain floats: a query applies it once per date, and Affine's own operators cost microseconds)."""
-        inv = ~self.transform
-        return float(inv.a), float(inv.b), float(inv.c), float(inv.d), float(inv.e), float(inv.f)
-
-    @property
-    def resolution(self) -> float:
-        """Pixel size in CRS units (metres for UTM)."""
-        return float(abs(self.transform.a))
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        """Grid centre (x, y) in the grid's CRS."""
-        return self.transform @ (self.width / 2.0, self.height / 2.0)
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(minx, miny, maxx, maxy) in the grid's CRS."""
-        x0, y0 = self.transform @ (0, 0)
-        x1, y1 = self.transform @ (self.width, self.height)
-        return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
-
-
-@dataclass(frozen=True)
 class IndexItem:
-    """One published scene as the index describes it."""
+    """One published scene as the index describes it.
+
+    ``epsg``: the item's UTM CRS (``proj:code``); ``bbox``: its WGS84 extent; ``assets`` and ``grids``: per
+    product key, the COG's key below the output root and its raster grid (shared by items on the same grid).
+    """
 
     id: str
     datetime: datetime
@@ -75,7 +47,7 @@ class IndexItem:
     epsg: int
     bbox: tuple[float, float, float, float]
     assets: dict[str, str]
-    grids: dict[str, RasterGrid]
+    grids: dict[str, Grid]
     #: ``file:checksum`` per asset (the time-series store serves a date only with these checksums)
     checksums: dict[str, str] = field(default_factory=dict)
 
@@ -86,7 +58,7 @@ class IndexItem:
 
     @functools.cached_property
     def datetime_text(self) -> str:
-        """The datetime as the catalog writes it (:func:`steps.products.catalog.format_datetime`)."""
+        """The datetime as the catalog writes it (:func:`steps.times.format_datetime`)."""
         return format_datetime(self.datetime)
 
 
@@ -113,19 +85,15 @@ class CatalogIndex:
     def from_json(cls, doc: dict[str, Any]) -> CatalogIndex:
         """Build from the ``index.json`` document; rows that cannot be parsed are logged and skipped."""
         items = []
-        shared: dict[tuple[Any, ...], RasterGrid] = {}
+        shared: dict[Grid, Grid] = {}
         for row in doc.get("items", []):
             try:
                 epsg = _epsg(row["epsg"])
                 grids = {}
                 for key, g in (row.get("grids") or {}).items():
-                    h, w = int(g["shape"][0]), int(g["shape"][1])
-                    coeffs = tuple(float(v) for v in g["transform"][:6])
-                    gkey = (epsg, coeffs, w, h)
-                    grid = shared.get(gkey)
-                    if grid is None:  # one instance per distinct grid: caches keyed by it stay small
-                        grid = shared[gkey] = RasterGrid(epsg, Affine(*coeffs), w, h)
-                    grids[key] = grid
+                    grid = Grid.from_proj(f"EPSG:{epsg}", g)
+                    # one instance per distinct grid: caches keyed by it stay small
+                    grids[key] = shared.setdefault(grid, grid)
                 items.append(IndexItem(
                     id=str(row["id"]), datetime=parse_datetime(row["datetime"]), tile=str(row.get("tile") or ""),
                     platform=str(row.get("platform") or ""), epsg=epsg,

@@ -1,4 +1,12 @@
-"""Windowed COG reads on a set of reader threads, with open datasets kept per thread.
+"""The reads of a :class:`~steps.edr.plan.ReadPlan`: from the time-series store where it can answer, else
+windowed COG reads on a set of reader threads, with open datasets kept per thread.
+
+:func:`read_plan` asks the store (:class:`steps.products.cube.CubeReader`, one per output root) for the
+plan's ``store_groups`` — a window wanted for several dates of one tile — and takes the dates it holds with
+the catalog's checksums; everything else, and everything the store fails to answer, comes from the COGs.
+Both hold the same stored integers.
+
+COG reads
 
 A read asks for one window of band 1 of one COG; GDAL fetches and decodes only the internal blocks the
 window touches (one 512² block for a point). Opening a COG costs more than reading a cached block (header
@@ -30,18 +38,18 @@ from typing import Any
 
 import numpy as np
 
+from steps.edr.plan import PixelWindow, ReadPlan
+from steps.storage import S3Storage
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class WindowRead:
-    """Read rows ``[row0, row0+height)`` × cols ``[col0, col0+width)`` of band 1 of the COG at ``url``."""
+    """Read ``window`` of band 1 of the COG at ``url``."""
 
     url: str
-    row0: int
-    col0: int
-    height: int
-    width: int
+    window: PixelWindow
 
 
 _SHARDS: dict[bool, list[ThreadPoolExecutor]] = {}  # remote? -> reader threads
@@ -108,7 +116,8 @@ def _read(req: WindowRead) -> np.ndarray:
 
     try:
         ds = _dataset(req.url)
-        return np.asarray(ds.read(1, window=Window(req.col0, req.row0, req.width, req.height)))
+        w = req.window
+        return np.asarray(ds.read(1, window=Window(w.col0, w.row0, w.width, w.height)))
     except Exception:
         stale = _TLS.handles.pop(req.url, None)  # never keep a handle that failed
         if stale is not None:
@@ -131,3 +140,71 @@ def read_windows(reqs: Sequence[WindowRead], *, workers: int = 8, remote: bool =
     futures: list[Future[np.ndarray]] = [
         shards[zlib.crc32(r.url.encode()) % len(shards)].submit(_read, r) for r in reqs]
     return [f.result() for f in futures]
+
+
+# ------------------------------------------------------------------------------------------ a plan's reads
+_CUBE_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edr-cube")
+_SEGMENT_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edr-cube-seg")
+_READERS: dict[str, Any] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def cube_reader(catalog: str, storage: Any) -> Any:
+    """The process-wide :class:`steps.products.cube.CubeReader` of one output root (manifests cached in it)."""
+    from steps.products.cube import CubeReader
+
+    with _READERS_LOCK:
+        reader = _READERS.get(catalog)
+        if reader is None:
+            reader = _READERS[catalog] = CubeReader(storage)
+        return reader
+
+
+def read_plan(plan: ReadPlan, storage: Any, catalog: str, *, workers: int = 8) -> list[np.ndarray]:
+    """Stored values of every window of ``plan.reads``, in order (``catalog``: the output root ``storage`` is).
+
+    The ``store_groups`` come from the time-series store for the dates it holds with the catalog's checksums;
+    everything else, and everything the store fails to answer, from the COGs (a COG that cannot be read raises
+    rasterio's ``RasterioIOError``).
+    """
+    out: list[np.ndarray | None] = [None] * len(plan.reads)
+    from_cogs = _read_store(plan, storage, catalog, out) if plan.store_groups else list(range(len(plan.reads)))
+    if from_cogs:
+        arrays = read_windows([WindowRead(storage.url(plan.reads[i].asset), plan.reads[i].window)
+                               for i in from_cogs], workers=workers, remote=isinstance(storage, S3Storage))
+        for i, a in zip(from_cogs, arrays, strict=True):
+            out[i] = a
+    return out  # type: ignore[return-value]
+
+
+def _read_store(plan: ReadPlan, storage: Any, catalog: str, out: list[np.ndarray | None]) -> list[int]:
+    """Fill ``out`` from the store where it can; returns the indices left for the COGs."""
+    reads = plan.reads
+    grouped = {i for idxs in plan.store_groups for i in idxs}
+    rest: list[int] = [i for i in range(len(reads)) if i not in grouped]
+    jobs = []
+    reader = cube_reader(catalog, storage)
+    for idxs in plan.store_groups:
+        first = reads[idxs[0]]
+        tile, key, w = first.item.tile, first.key, first.window
+        try:
+            where = reader.held(tile, {reads[i].item.id: reads[i].item.checksums for i in idxs}, key)
+        except Exception as exc:  # an unreadable manifest is the store's problem, not the query's
+            log.warning("time-series store of %s unavailable (%s): reading the COGs", tile, exc)
+            where = {}
+        rest += [i for i in idxs if reads[i].item.id not in where]
+        held = [i for i in idxs if reads[i].item.id in where]
+        if held:
+            jobs.append((tile, held, _CUBE_POOL.submit(reader.read, tile, key, where, w.row0, w.col0, w.height,
+                                                       w.width, _SEGMENT_POOL)))
+    for tile, held, fut in jobs:
+        try:
+            blocks = fut.result()
+        except Exception as exc:  # CubeError (segment replaced or missing), storage errors
+            log.warning("time-series store of %s could not answer (%s): reading the COGs", tile, exc)
+            reader.refresh(tile)
+            rest += held
+            continue
+        for i in held:
+            out[i] = blocks[reads[i].item.id]
+    return sorted(rest)

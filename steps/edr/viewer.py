@@ -55,9 +55,9 @@ import numpy as np
 
 from steps.edr.index import CatalogIndex, IndexItem, load_index
 from steps.edr.wsgi import StartResponse, WSGIApp, buffered
-from steps.products.catalog import format_datetime
 from steps.products.definitions import BY_KEY
 from steps.storage import S3Storage
+from steps.times import format_datetime
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ corrupt or failed scenes; the caller publishes them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from calendar import monthrange
@@ -34,7 +33,6 @@ from steps.products.catalog import (
     COLLECTION_ID,
     failure_key,
     item_key,
-    parse_datetime,
     quarantine_folder,
     quarter,
     scan,
@@ -42,7 +40,8 @@ from steps.products.catalog import (
     skip_key,
 )
 from steps.sentinel2.source import SceneRef, parse_scene_id
-from steps.storage import LocalStorage, S3Storage, join
+from steps.storage import LocalStorage, S3Storage, join, sha256_multihash
+from steps.times import format_datetime, parse_datetime
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ def check_item(storage: Store, key: str, verify_checksums: bool = True) -> list[
             if verify_checksums:
                 data = storage.read_bytes(akey)
                 size = len(data)
-                digest = "1220" + hashlib.sha256(data).hexdigest()
+                digest = sha256_multihash(data)
             else:
                 size, digest = storage.size(akey), asset.get("file:checksum")
         except FileNotFoundError:
@@ -143,9 +142,9 @@ def audit(storage: Store, scenes: list[SceneRef], *, verify_checksums: bool = Tr
     expected = {s.scene_id for s in scenes}
     out: list[SceneAudit] = []
     for sc in scenes:
-        dt = parse_datetime(sc.datetime)
+        dt = sc.datetime
         ikey, skey = item_key(dt, sc.scene_id), skip_key(dt, sc.scene_id)
-        verdict = SceneAudit(sc.scene_id, sc.tile, sc.datetime, "ok")
+        verdict = SceneAudit(sc.scene_id, sc.tile, format_datetime(sc.datetime), "ok")
         if storage.exists(ikey):
             problems = check_item(storage, ikey, verify_checksums)
             if problems:
@@ -209,7 +208,7 @@ def coverage(storage: Store) -> tuple[list[str], date, date] | None:
     widened to whole calendar months (the unit of a work order), so a month with one scene left is audited
     in full. A store that lost all of these needs explicit ``--tiles/--start/--end``.
     """
-    from steps.queue.worker import ORDERS_PREFIX
+    from steps.queue.bookkeeping import ORDERS_PREFIX
 
     tiles: set[str] = set()
     days: list[date] = []
@@ -303,6 +302,6 @@ def status_rows(storage: Store, scenes: list[SceneRef] | None = None) -> list[tu
         add(body["scene"]["datetime"], "failed")
     for sc in scenes or []:
         if sc.scene_id not in seen:
-            add(sc.datetime, "missing")
+            add(format_datetime(sc.datetime), "missing")
 
     return [(label, {c: groups[label].get(c, 0) for c in cols}) for label in sorted(groups, key=period_sort_key)]

@@ -80,7 +80,7 @@ def audit_cmd(source: str, out: str, tiles: str | None, start: str | None, end: 
             with click.open_file(json_path, "w") as f:
                 f.write(text + "\n")
     if requeue and not report.complete:
-        from steps.queue.worker import publish_orders
+        from steps.queue.transport import publish_orders
 
         orders = requeue_plan(storage, report, source, out)
         n = publish_orders(orders, recheck=True)  # re-check orders already marked done

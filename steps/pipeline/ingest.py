@@ -19,17 +19,15 @@ import numpy as np
 from pydantic import Field
 
 from steps.errors import InvalidInputError
-from steps.pipeline.contract import Resources, Step, StepInputs, StepOutputs
+from steps.pipeline.contract import OUT_ROOT, Resources, StatusOutputs, Step, StepContext, StepInputs, StepOutputs
 from steps.pipeline.scene import AngleGrids, BandInfo, RadiometryRecord, Scene
-from steps.products.catalog import format_datetime, is_complete, parse_datetime, work_folder
+from steps.products.catalog import is_complete
 from steps.products.raster import raster_info
 from steps.sentinel2.bands import S2CLOUDLESS_BANDS
 from steps.sentinel2.grid import Tile, normalize_tiles, parse_tile
 from steps.sentinel2.product import SourceProduct, load_source_product
 from steps.sentinel2.radiometry import Radiometry, resolve_radiometry
 from steps.sentinel2.source import find_scenes
-from steps.settings import Settings
-from steps.storage import join, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +53,7 @@ class ScenesOutputs(StepOutputs):
     complete: int = Field(0, description="scenes found whose products are already complete (left out)")
 
 
-def run_scenes(inputs: ScenesInputs, settings: Settings) -> ScenesOutputs:
+def run_scenes(inputs: ScenesInputs, ctx: StepContext) -> ScenesOutputs:
     """Find, deduplicate and pair the scenes of a tile/date range; leave out those already complete in ``out``.
 
     Leaving complete scenes out makes a repeated or redelivered order cheap in the cluster, as the local runner
@@ -65,8 +63,7 @@ def run_scenes(inputs: ScenesInputs, settings: Settings) -> ScenesOutputs:
     scenes = find_scenes(inputs.source, tiles, inputs.start, inputs.end, resolution=inputs.resolution)
     complete = 0
     if inputs.out and not inputs.force:
-        storage = open_storage(inputs.out, settings)
-        todo = [s for s in scenes if not is_complete(storage, s.scene_id, parse_datetime(s.datetime))]
+        todo = [s for s in scenes if not is_complete(ctx.storage, s.scene_id, s.datetime)]
         complete = len(scenes) - len(todo)
         if complete:
             log.info("%d of %d scenes already complete in %s: left out", complete, len(scenes), inputs.out)
@@ -77,7 +74,7 @@ def run_scenes(inputs: ScenesInputs, settings: Settings) -> ScenesOutputs:
 
 SCENES = Step(
     name="scenes", description="List the deduplicated L2A/L1C scene pairs of tiles and a date range.",
-    Inputs=ScenesInputs, Outputs=ScenesOutputs, run=run_scenes,
+    Inputs=ScenesInputs, Outputs=ScenesOutputs, body=run_scenes,
     resources=Resources(cpu="250m", memory="512Mi"),
 )
 
@@ -89,15 +86,18 @@ class IngestInputs(StepInputs):
     scene_id: str = Field(description="derived scene id, e.g. S2B_47PPR_20240115T035029")
     l2a_href: str = Field(description="href of the source L2A product (STAC item, .SAFE directory or .zip)")
     l1c_href: str = Field("", description="href of the paired L1C product ('' if none)")
-    out: str = Field(description="output root: directory or s3://bucket/prefix")
+    out: str = Field(description=OUT_ROOT)
     resolution: int = Field(0, description="product resolution in m: 10, 20 or 60 (0 = the finest the source has)")
 
+    def scene_of(self) -> str | None:
+        """The scene ``ingest`` resolves: ``scene_id``."""
+        return self.scene_id or None
 
-class IngestOutputs(StepOutputs):
+
+class IngestOutputs(StatusOutputs):
     """Outputs of ``ingest``."""
 
     scene: str = Field(description="href of the scene manifest (work/<scene_id>/scene.json)")
-    status: str = Field(description="done")
 
 
 RESOLUTIONS = (0, 10, 20, 60)
@@ -285,7 +285,7 @@ def build_scene(scene_id: str, l2a_href: str, l1c_href: str, resolution: int = 0
     for w in warnings:
         log.warning(w)
     return Scene(
-        scene_id=scene_id, tile=tile.id, datetime=format_datetime(sp.datetime), platform=sp.platform,
+        scene_id=scene_id, tile=tile.id, datetime=sp.datetime, platform=sp.platform,
         processing_baseline=radio.baseline or sp.baseline or "", l2a_id=sp.id, l2a_href=l2a_href, l1c_id=l1c_id,
         l1c_href=l1c_href, resolution=resolution, epsg=tile.epsg, ulx=tile.ulx, uly=tile.uly, extent_m=extent,
         grid_res=grid_res, source_format=sp.format, bands=bands, scl=scl, ndvi_nir_band=nir, l1c_bands=l1c_bands,
@@ -299,17 +299,16 @@ REQUIRED_L2A_NO_NIR = ("B03", "B04", "B05", "B06", "B07", "B8A", "B11", "B12")
 """L2A bands the products need besides the NDVI's NIR band (NDVI: B04 + B08; LAI: these eight)."""
 
 
-def run_ingest(inputs: IngestInputs, settings: Settings) -> IngestOutputs:
+def run_ingest(inputs: IngestInputs, ctx: StepContext) -> IngestOutputs:
     """Resolve the scene and write its manifest into the work folder."""
     scene = build_scene(inputs.scene_id, inputs.l2a_href, inputs.l1c_href, inputs.resolution)
-    storage = open_storage(inputs.out, settings)
-    key = join(work_folder(scene.scene_id), "scene.json")
-    storage.write_bytes(key, scene.dump())
-    return IngestOutputs(scene=storage.url(key), status="done")
+    key = ctx.work_key("scene.json")
+    ctx.storage.write_bytes(key, scene.dump())
+    return IngestOutputs(scene=ctx.storage.url(key))
 
 
 INGEST = Step(
     name="ingest", description="Resolve one scene: source product, tile checks, radiometry rule, grids, angles.",
-    Inputs=IngestInputs, Outputs=IngestOutputs, run=run_ingest,
+    Inputs=IngestInputs, Outputs=IngestOutputs, body=run_ingest,
     resources=Resources(cpu="250m", memory="512Mi"),
 )

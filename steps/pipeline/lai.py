@@ -24,17 +24,14 @@ import numpy as np
 from pydantic import Field
 
 from steps.errors import InvalidInputError
-from steps.pipeline.contract import Resources, Step, StepInputs, StepOutputs
-from steps.pipeline.scene import Scene, load_scene
-from steps.products.catalog import work_folder
+from steps.pipeline.contract import CloudMaskInputs, Resources, StatusOutputs, Step, StepContext
+from steps.pipeline.scene import Scene
 from steps.products.definitions import LAI, LAI_FLAGS
 from steps.products.raster import encode, read_band, write_gtiff
 from steps.science.angles import interpolate_azimuth_grid, interpolate_grid, lai_angle_cosines
 from steps.science.lai import BAND_ORDER, FLAGS_NODATA, compute_lai, load_network
 from steps.science.radiometry import dn_to_reflectance
 from steps.science.scl import MASK_CLEAR
-from steps.settings import Settings
-from steps.storage import join, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +43,16 @@ LAI_CHUNK_PX = 1 << 18
 """Pixels per network chunk (about 40 MB of working memory per thread)."""
 
 
-class LaiInputs(StepInputs):
-    """Inputs of ``lai``."""
-
-    scene: str = Field(description="href of the scene manifest written by ingest")
-    cloud_mask: str = Field(description="href of the 20 m work cloud mask written by mask")
-    out: str = Field(description="output root: directory or s3://bucket/prefix")
+class LaiInputs(CloudMaskInputs):
+    """Inputs of ``lai``: the scene, its cloud mask and the output root."""
 
 
-class LaiOutputs(StepOutputs):
+class LaiOutputs(StatusOutputs):
     """Outputs of ``lai``."""
 
     lai: str = Field(description="href of the 20 m work LAI raster")
     lai_flags: str = Field(description="href of the 20 m work LAI flags raster")
     provenance: str = Field(description="JSON object: network set, platform, angle source, mode")
-    status: str = Field(description="done")
 
 
 def pixel_angles(scene: Scene, shape: tuple[int, int], res: float) -> tuple[dict[str, np.ndarray | float], str]:
@@ -102,12 +94,11 @@ def _gather_reflectance(scene: Scene, band: str, dn: np.ndarray, idx: np.ndarray
     out[...] = dn_to_reflectance(np.take(dn.reshape(-1), idx), info.scale, info.offset)
 
 
-def run_lai(inputs: LaiInputs, settings: Settings) -> LaiOutputs:
+def run_lai(inputs: LaiInputs, ctx: StepContext) -> LaiOutputs:
     """Compute LAI and flags on clear pixels of the 20 m grid."""
-    scene = load_scene(inputs.scene)
-    storage = open_storage(inputs.out, settings)
+    scene = ctx.scene
     try:
-        net = load_network(settings.lai_network, scene.platform or "sentinel-2a")
+        net = load_network(ctx.settings.lai_network, scene.platform or "sentinel-2a")
     except ValueError as exc:
         raise InvalidInputError(f"{scene.scene_id}: no LAI network: {exc}") from exc
     mask20, _ = read_band(inputs.cloud_mask, what=f"{scene.scene_id} cloud mask", side="output")
@@ -147,9 +138,8 @@ def run_lai(inputs: LaiInputs, settings: Settings) -> LaiOutputs:
     flags.reshape(-1)[idx] = flags_c
     del lai_c, flags_c
     t3 = time.monotonic()
-    folder = work_folder(scene.scene_id)
-    lai_href = write_gtiff(storage, join(folder, "lai.tif"), encode(lai, LAI), g20, LAI)
-    flags_href = write_gtiff(storage, join(folder, "lai_flags.tif"), flags, g20, LAI_FLAGS)
+    lai_href = write_gtiff(ctx.storage, ctx.work_key("lai.tif"), encode(lai, LAI), g20, LAI)
+    flags_href = write_gtiff(ctx.storage, ctx.work_key("lai_flags.tif"), flags, g20, LAI_FLAGS)
     log.debug("%s: lai read %.2fs, angles %.2fs, network %.2fs, write %.2fs", scene.scene_id, t1 - t0, t2 - t1,
               t3 - t2, time.monotonic() - t3)
     prov = {
@@ -163,11 +153,11 @@ def run_lai(inputs: LaiInputs, settings: Settings) -> LaiOutputs:
         "negative_reflectance_px": negative,
         "software": {"snap-biophysical-networks": f"{net.id} (opttbx-biophysical auxdata)"},
     }
-    return LaiOutputs(lai=lai_href, lai_flags=flags_href, provenance=json.dumps(prov, sort_keys=True), status="done")
+    return LaiOutputs(lai=lai_href, lai_flags=flags_href, provenance=json.dumps(prov, sort_keys=True))
 
 
 LAI_STEP = Step(
     name="lai", description="SNAP biophysical LAI and 5-bit flags at 20 m with per-pixel angles, clear pixels only.",
-    Inputs=LaiInputs, Outputs=LaiOutputs, run=run_lai,
+    Inputs=LaiInputs, Outputs=LaiOutputs, body=run_lai,
     resources=Resources(cpu="2", memory="4Gi"),
 )

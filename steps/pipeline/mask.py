@@ -15,35 +15,30 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from steps.errors import InvalidInputError
-from steps.pipeline.contract import Resources, Step, StepInputs, StepOutputs
+from steps.pipeline.contract import Resources, SceneStepInputs, StatusOutputs, Step, StepContext
 from steps.pipeline.failures import clear_failure
-from steps.pipeline.scene import Scene, load_scene
-from steps.products.catalog import record_skip, work_folder
+from steps.pipeline.scene import Scene
+from steps.products.catalog import record_skip
 from steps.products.definitions import CLOUD_MASK
 from steps.products.raster import BandRead, read_bands, write_gtiff
 from steps.science.scl import MASK_NODATA, clear_fraction
-from steps.settings import CLOUD_RESOLUTIONS_M, Settings
-from steps.storage import join, open_storage
+from steps.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class MaskInputs(StepInputs):
-    """Inputs of ``mask``."""
-
-    scene: str = Field(description="href of the scene manifest written by ingest")
-    out: str = Field(description="output root: directory or s3://bucket/prefix")
+class MaskInputs(SceneStepInputs):
+    """Inputs of ``mask``: the scene and the output root only."""
 
 
-class MaskOutputs(StepOutputs):
+class MaskOutputs(StatusOutputs):
     """Outputs of ``mask``."""
 
     cloud_mask: str = Field(description="href of the 20 m work cloud mask ('' when skipped)")
     clear_fraction: float = Field(description="clear pixels / valid pixels, 0..1")
     method: str = Field(description="how the mask was made (e.g. 'scl' or 's2cloudless+scl')")
     provenance: str = Field(description="JSON object: method, model, resolution, thresholds, dilations")
-    status: str = Field(description="'done' or 'skipped' (no valid or no clear pixel)")
+    status: str = Field("done", description="'done' or 'skipped' (no valid or no clear pixel)")
 
 
 @lru_cache(maxsize=1)
@@ -100,10 +95,7 @@ def compute_mask(scene: Scene, settings: Settings) -> tuple[np.ndarray, dict[str
                             "scl_dilation_px_20m": scl_dilation,
                             "scl_cloud_cover_pct": scl_cloud_cover(scl)}
     if scene.l1c_bands:
-        res = int(settings.cloud_resolution_m)
-        if res not in CLOUD_RESOLUTIONS_M:
-            choices = ", ".join(map(str, CLOUD_RESOLUTIONS_M))
-            raise InvalidInputError(f"cloud resolution {res} m: choose one of {choices}")
+        res = settings.cloud_resolution_m  # one of the choices: checked when the settings were read
         params = params_for_resolution(res)
         toa, valid = _l1c_toa(scene, res)
         result = cloud_mask(_model(), toa, valid, params, mode=settings.cloud_mode)
@@ -155,11 +147,10 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def run_mask(inputs: MaskInputs, settings: Settings) -> MaskOutputs:
+def run_mask(inputs: MaskInputs, ctx: StepContext) -> MaskOutputs:
     """Compute the mask; skip the scene when nothing is valid or clear."""
-    scene = load_scene(inputs.scene)
-    storage = open_storage(inputs.out, settings)
-    mask, info = compute_mask(scene, settings)
+    scene, storage = ctx.scene, ctx.storage
+    mask, info = compute_mask(scene, ctx.settings)
     valid = int(np.count_nonzero(mask != MASK_NODATA))
     frac = clear_fraction(mask)
     method = str(info["method"])
@@ -167,20 +158,19 @@ def run_mask(inputs: MaskInputs, settings: Settings) -> MaskOutputs:
     scene_dict = scene.model_dump()
     if valid == 0 or frac == 0.0:
         # nothing later in the DAG runs for this scene: drop its work folder now
-        storage.delete_prefix(work_folder(scene.scene_id))
+        storage.delete_prefix(ctx.work)
     if valid == 0 or frac == 0.0:
         reason = "no valid pixels (outside the swath)" if valid == 0 else "fully clouded: no clear pixel"
         record_skip(storage, scene_dict, reason, {"mask_method": method})
         clear_failure(storage, scene.scene_id)  # after the commit point (the skip record): no longer failed
         log.info("%s: skipped, %s", scene.scene_id, reason)
         return MaskOutputs(cloud_mask="", clear_fraction=0.0, method=method, provenance=prov, status="skipped")
-    href = write_gtiff(storage, join(work_folder(scene.scene_id), "cloud_mask.tif"), mask, scene.grid(20),
-                       CLOUD_MASK)
-    return MaskOutputs(cloud_mask=href, clear_fraction=round(frac, 6), method=method, provenance=prov, status="done")
+    href = write_gtiff(storage, ctx.work_key("cloud_mask.tif"), mask, scene.grid(20), CLOUD_MASK)
+    return MaskOutputs(cloud_mask=href, clear_fraction=round(frac, 6), method=method, provenance=prov)
 
 
 MASK = Step(
     name="mask", description="Cloud, cirrus and shadow mask at 20 m; skips fully clouded or empty scenes.",
-    Inputs=MaskInputs, Outputs=MaskOutputs, run=run_mask, image="steps",
+    Inputs=MaskInputs, Outputs=MaskOutputs, body=run_mask, image="steps",
     resources=Resources(cpu="2", memory="4Gi"),
 )

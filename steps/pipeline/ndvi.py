@@ -19,34 +19,26 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pydantic import Field
 
-from steps.pipeline.contract import Resources, Step, StepInputs, StepOutputs
-from steps.pipeline.scene import BandInfo, load_scene
-from steps.products.catalog import work_folder
+from steps.pipeline.contract import CloudMaskInputs, Resources, StatusOutputs, Step, StepContext
+from steps.pipeline.scene import BandInfo
 from steps.products.definitions import CLOUD_MASK, NDVI
 from steps.products.raster import encode, read_band, write_gtiff
 from steps.science.ndvi import ndvi
 from steps.science.radiometry import dn_to_reflectance
 from steps.science.scl import MASK_CLEAR
-from steps.settings import Settings
-from steps.storage import join, open_storage
 
 log = logging.getLogger(__name__)
 
 
-class NdviInputs(StepInputs):
-    """Inputs of ``ndvi``."""
-
-    scene: str = Field(description="href of the scene manifest written by ingest")
-    cloud_mask: str = Field(description="href of the 20 m work cloud mask written by mask")
-    out: str = Field(description="output root: directory or s3://bucket/prefix")
+class NdviInputs(CloudMaskInputs):
+    """Inputs of ``ndvi``: the scene, its cloud mask and the output root."""
 
 
-class NdviOutputs(StepOutputs):
+class NdviOutputs(StatusOutputs):
     """Outputs of ``ndvi``."""
 
     ndvi: str = Field(description="href of the work NDVI raster (grid class 10)")
     provenance: str = Field("{}", description="JSON object: bands, grid, negative-reflectance pixels masked")
-    status: str = Field(description="done")
 
 
 def clear_fine(mask: np.ndarray, factor: int = 2) -> np.ndarray:
@@ -103,10 +95,9 @@ def ndvi_stored(red_dn: np.ndarray, nir_dn: np.ndarray, red: BandInfo, nir: Band
     return out, sum(negatives)
 
 
-def run_ndvi(inputs: NdviInputs, settings: Settings) -> NdviOutputs:
+def run_ndvi(inputs: NdviInputs, ctx: StepContext) -> NdviOutputs:
     """Compute NDVI on clear pixels; everything else is no data."""
-    scene = load_scene(inputs.scene)
-    storage = open_storage(inputs.out, settings)
+    scene = ctx.scene
     mask20, _ = read_band(inputs.cloud_mask, what=f"{scene.scene_id} cloud mask", side="output")
     if mask20.dtype != np.dtype(CLOUD_MASK.dtype):
         raise ValueError("cloud mask has an unexpected data type")
@@ -115,16 +106,16 @@ def run_ndvi(inputs: NdviInputs, settings: Settings) -> NdviOutputs:
     stored, negative = ndvi_stored(red_dn, nir_dn, scene.band_info("B04"), scene.band_info(nir_band), mask20)
     del red_dn, nir_dn
     grid = scene.grid(10)
-    href = write_gtiff(storage, join(work_folder(scene.scene_id), "ndvi.tif"), stored, grid, NDVI)
+    href = write_gtiff(ctx.storage, ctx.work_key("ndvi.tif"), stored, grid, NDVI)
     if negative:
         log.info("%s: %d clear pixels with negative B04/%s reflectance masked in NDVI", scene.scene_id, negative,
                  nir_band)
     prov = {"bands": ["B04", nir_band], "resolution_m": grid.res, "negative_reflectance_px": negative}
-    return NdviOutputs(ndvi=href, provenance=json.dumps(prov, sort_keys=True), status="done")
+    return NdviOutputs(ndvi=href, provenance=json.dumps(prov, sort_keys=True))
 
 
 NDVI_STEP = Step(
     name="ndvi", description="NDVI at 10 m from L2A red/NIR reflectance, clear pixels only.",
-    Inputs=NdviInputs, Outputs=NdviOutputs, run=run_ndvi,
+    Inputs=NdviInputs, Outputs=NdviOutputs, body=run_ndvi,
     resources=Resources(cpu="1", memory="3Gi"),
 )

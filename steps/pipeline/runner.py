@@ -25,11 +25,12 @@ from steps.errors import (
     EXIT_TRANSIENT,
     Raw2ReadyError,
     TransientError,
+    backoff_delay,
     exit_code_for,
 )
-from steps.pipeline.failures import failure_error, run_step, write_failure
+from steps.pipeline.failures import failure_error, write_failure
 from steps.pipeline.registry import SCENE_DAG, STEPS, Ref
-from steps.products.catalog import is_complete, parse_datetime
+from steps.products.catalog import is_complete
 from steps.sentinel2.source import SceneRef
 from steps.settings import Settings, get_settings
 from steps.storage import open_storage
@@ -49,7 +50,7 @@ class SceneResult:
     step: str = ""
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # task name -> wall seconds
-    recorded: bool = False  # the failing step already wrote the failure record (steps.pipeline.failures.run_step)
+    recorded: bool = False  # the failing step already wrote the failure record (steps.pipeline.contract.Step.run)
 
 
 @dataclass
@@ -86,17 +87,16 @@ def resolve_arg(ref: Ref, scene: SceneRef, params: dict[str, str], outputs: dict
 
 def call_with_retries(fn: Callable[[], Any], what: str, settings: Settings) -> Any:
     """Call ``fn``; on ``TransientError`` retry up to ``settings.retries`` times with doubling backoff."""
-    delay = settings.retry_backoff_s
     for attempt in range(settings.retries + 1):
         try:
             return fn()
         except TransientError as exc:
             if attempt >= settings.retries:
                 raise
+            delay = backoff_delay(attempt + 1, settings.retry_backoff_s)
             log.warning("%s: transient failure (%s); retry %d/%d in %.1fs", what, exc, attempt + 1,
                         settings.retries, delay)
             time.sleep(delay)
-            delay *= 2
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -118,9 +118,9 @@ def run_scene(scene: SceneRef, out: str, settings: Settings | None = None) -> Sc
             kwargs = {name: resolve_arg(ref, scene, params, outputs) for name, ref in task.args.items()}
             inputs = step.Inputs(**kwargs)
             t_step = time.monotonic()
-            # run_step, as the `raw2ready step` entrypoint does: each failed attempt writes the failure record
+            # Step.run, as the `raw2ready step` entrypoint does: each failed attempt writes the failure record
             in_step = True
-            result = call_with_retries(partial(run_step, step, inputs, s), f"{scene.scene_id} {task.name}", s)
+            result = call_with_retries(partial(step.run, inputs, s), f"{scene.scene_id} {task.name}", s)
             in_step = False
             timings[task.name] = time.monotonic() - t_step
             outputs[task.name] = result.model_dump()
@@ -139,7 +139,7 @@ def run_scene(scene: SceneRef, out: str, settings: Settings | None = None) -> Sc
 def record_outcome(storage: Any, result: SceneResult) -> None:
     """Record a failure that no step recorded (a dead worker process, inputs that could not be built).
 
-    Failures inside a step were recorded by :func:`steps.pipeline.failures.run_step` (same code as the cluster path),
+    Failures inside a step were recorded by :meth:`steps.pipeline.contract.Step.run` (same code as the cluster path),
     and success is cleared by the step that completes the scene (``stac`` or ``mask`` skipping it), so
     this writes only what would otherwise be lost, with the same :func:`steps.pipeline.failures.write_failure`.
     """
@@ -153,8 +153,9 @@ def _init_worker(level: int) -> None:
 
 def run_scenes(scenes: list[SceneRef], out: str, *, workers: int = 1, force: bool = False,
                settings: Settings | None = None, progress: Callable[[SceneResult], None] | None = None,
-               ) -> RunSummary:
-    """Process scenes (skipping complete ones unless ``force``) and rebuild the catalog."""
+               catalog: bool = True) -> RunSummary:
+    """Process scenes (skipping complete ones unless ``force``) and rebuild the catalog (unless ``catalog`` is
+    False: a caller that rebuilds once per batch, like the queue worker; the item sidecars are written either way)."""
     from steps.pipeline.stac import CATALOG, CatalogInputs
 
     s = settings or get_settings()
@@ -162,7 +163,7 @@ def run_scenes(scenes: list[SceneRef], out: str, *, workers: int = 1, force: boo
     results: list[SceneResult] = []
     todo: list[SceneRef] = []
     for sc in scenes:
-        if not force and is_complete(storage, sc.scene_id, parse_datetime(sc.datetime)):
+        if not force and is_complete(storage, sc.scene_id, sc.datetime):
             r = SceneResult(sc.scene_id, "complete")
             results.append(r)
             if progress:
@@ -195,7 +196,7 @@ def run_scenes(scenes: list[SceneRef], out: str, *, workers: int = 1, force: boo
                         progress(r)
     for r in results:
         record_outcome(storage, r)
-    cat = call_with_retries(partial(CATALOG.run, CatalogInputs(out=out), s), "catalog", s)
+    href = call_with_retries(partial(CATALOG.run, CatalogInputs(out=out), s), "catalog", s).catalog if catalog else ""
     order = {sc.scene_id: i for i, sc in enumerate(scenes)}
     results.sort(key=lambda r: order.get(r.scene_id, 0))
-    return RunSummary(results=results, catalog=cat.catalog)
+    return RunSummary(results=results, catalog=href)

@@ -14,29 +14,25 @@ from typing import Any
 from pydantic import Field
 
 from steps.errors import InvalidInputError, TransientError
-from steps.pipeline.contract import Resources, Step, StepInputs, StepOutputs
-from steps.pipeline.failures import clear_failure
-from steps.pipeline.scene import load_scene
-from steps.products.catalog import (
-    dumps,
-    item_key,
-    parse_datetime,
-    rebuild_catalog,
-    scene_folder,
-    work_folder,
-    write_if_changed,
+from steps.pipeline.contract import (
+    OUT_ROOT,
+    Resources,
+    SceneStepInputs,
+    StatusOutputs,
+    Step,
+    StepContext,
+    StepInputs,
 )
+from steps.pipeline.failures import clear_failure
+from steps.products.catalog import dumps, item_key, rebuild_catalog, scene_folder, write_if_changed
 from steps.products.items import build_item, verify_assets
-from steps.settings import Settings
-from steps.storage import open_storage
 
 log = logging.getLogger(__name__)
 
-class StacInputs(StepInputs):
-    """Inputs of ``stac``."""
 
-    scene: str = Field(description="href of the scene manifest written by ingest")
-    out: str = Field(description="output root: directory or s3://bucket/prefix")
+class StacInputs(SceneStepInputs):
+    """Inputs of ``stac``: the scene, the output root and what the earlier steps recorded."""
+
     assets: str = Field(description="JSON object of published assets from the cog step")
     clear_fraction: float = Field(description="clear fraction from the mask step")
     mask_provenance: str = Field("{}", description="JSON object describing how the mask was made")
@@ -44,17 +40,15 @@ class StacInputs(StepInputs):
     ndvi_provenance: str = Field("{}", description="JSON object describing the NDVI bands, grid and masked pixels")
 
 
-class StacOutputs(StepOutputs):
+class StacOutputs(StatusOutputs):
     """Outputs of ``stac``."""
 
     item: str = Field(description="href of the published item sidecar")
-    status: str = Field(description="done")
 
 
-def run_stac(inputs: StacInputs, settings: Settings) -> StacOutputs:
+def run_stac(inputs: StacInputs, ctx: StepContext) -> StacOutputs:
     """Verify the assets, write the item sidecar (the commit point), then drop the work folder."""
-    scene = load_scene(inputs.scene)
-    storage = open_storage(inputs.out, settings)
+    scene, storage = ctx.scene, ctx.storage
     try:
         assets = json.loads(inputs.assets)
         mask_prov = json.loads(inputs.mask_provenance or "{}")
@@ -62,21 +56,21 @@ def run_stac(inputs: StacInputs, settings: Settings) -> StacOutputs:
         ndvi_prov = json.loads(inputs.ndvi_provenance or "{}")
     except ValueError as exc:
         raise InvalidInputError(f"stac: malformed JSON parameter: {exc}") from exc
-    dt = parse_datetime(scene.datetime)
+    dt = scene.datetime
     folder = scene_folder(dt, scene.scene_id)
     verify_assets(storage, folder, assets)
     item = build_item(scene, assets, inputs.clear_fraction, mask_prov, lai_prov, ndvi_prov)
     key = item_key(dt, scene.scene_id)
     write_if_changed(storage, key, dumps(item))
     clear_failure(storage, scene.scene_id)  # after the commit point: the scene is no longer failed
-    storage.delete_prefix(work_folder(scene.scene_id))
+    storage.delete_prefix(ctx.work)
     log.info("%s: published %s", scene.scene_id, key)
-    return StacOutputs(item=storage.url(key), status="done")
+    return StacOutputs(item=storage.url(key))
 
 
 STAC = Step(
     name="stac", description="Verify checksums and publish the scene's STAC item sidecar (commit point).",
-    Inputs=StacInputs, Outputs=StacOutputs, run=run_stac,
+    Inputs=StacInputs, Outputs=StacOutputs, body=run_stac,
     resources=Resources(cpu="250m", memory="512Mi"),
 )
 
@@ -84,25 +78,24 @@ STAC = Step(
 class CatalogInputs(StepInputs):
     """Inputs of ``catalog``."""
 
-    out: str = Field(description="output root: directory or s3://bucket/prefix")
+    out: str = Field(description=OUT_ROOT)
 
 
-class CatalogOutputs(StepOutputs):
+class CatalogOutputs(StatusOutputs):
     """Outputs of ``catalog``."""
 
     catalog: str = Field(description="href of the root catalog.json")
     items: int = Field(description="number of items in the catalog")
     skipped: int = Field(description="number of skipped scenes recorded")
-    status: str = Field(description="done")
 
 
-def run_catalog(inputs: CatalogInputs, settings: Settings) -> CatalogOutputs:
+def run_catalog(inputs: CatalogInputs, ctx: StepContext) -> CatalogOutputs:
     """Rebuild the year/quarter/month tree and the index from the sidecars in storage."""
-    storage = open_storage(inputs.out, settings)
+    storage = ctx.storage
     res = rebuild_catalog(storage)
-    if settings.cube:
+    if ctx.settings.cube:
         sync_cube(storage)
-    return CatalogOutputs(catalog=storage.url("catalog.json"), items=res.items, skipped=res.skipped, status="done")
+    return CatalogOutputs(catalog=storage.url("catalog.json"), items=res.items, skipped=res.skipped)
 
 
 def sync_cube(storage: Any) -> None:
@@ -127,6 +120,6 @@ def sync_cube(storage: Any) -> None:
 
 CATALOG = Step(
     name="catalog", description="Rebuild the STAC catalog tree (year/quarter/month) from item sidecars.",
-    Inputs=CatalogInputs, Outputs=CatalogOutputs, run=run_catalog,
+    Inputs=CatalogInputs, Outputs=CatalogOutputs, body=run_catalog,
     resources=Resources(cpu="250m", memory="1Gi"), retries=5,
 )

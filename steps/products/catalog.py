@@ -16,8 +16,9 @@ Layout below an output root (a directory or ``s3://bucket/prefix``)::
 The item JSON is written once, by the ``stac`` step, after every asset is written and its checksum
 verified; it already carries its final relative links. The catalog nodes (root, collection, year,
 quarter and month catalogs and the index) are derived only from the sidecars found in storage, sorted,
-serialised with fixed key order and indentation, and written only when their bytes change — so a
-rebuild from storage alone gives byte-identical files, and a second run changes no byte.
+built as pystac objects with explicit relative links, serialised with fixed key order
+(:func:`steps.products.stacext.stac_dict`) and indentation (:func:`dumps`), and written only when their
+bytes change — so a rebuild from storage alone gives byte-identical files, and a second run changes no byte.
 """
 
 from __future__ import annotations
@@ -27,23 +28,26 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+import pystac
+from pystac.extensions.raster import RasterExtension
+
+from steps.products.stacext import stac_dict
 from steps.storage import LocalStorage, S3Storage, join
+from steps.times import parse_datetime
 
 log = logging.getLogger(__name__)
 
-STAC_VERSION = "1.1.0"
+STAC_VERSION = pystac.get_stac_version()
+"""The STAC version pystac writes (1.1.0; its core schemas are vendored for offline validation)."""
 COLLECTION_ID = "raw2ready-s2-vegetation"
 ROOT_ID = "raw2ready"
+ROOT_TITLE = "raw2ready"
+LICENSE_URL = "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice"
 WORK_PREFIX = "work"
 INDEX_KEY = join(COLLECTION_ID, "index.json")
-
-EXT_PROJECTION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-EXT_RASTER = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
-EXT_FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
-EXT_PROCESSING = "https://stac-extensions.github.io/processing/v1.1.0/schema.json"
 
 _ITEM_RE = re.compile(rf"^{COLLECTION_ID}/(\d{{4}})/Q([1-4])/(\d{{2}})/([^/]+)/\4\.json$")
 _SKIP_RE = re.compile(rf"^{COLLECTION_ID}/(\d{{4}})/Q([1-4])/(\d{{2}})/([^/]+)/\4\.skipped\.json$")
@@ -107,13 +111,21 @@ def write_if_changed(storage: Store, key: str, data: bytes) -> bool:
     return True
 
 
-def item_links(dt: datetime) -> list[dict[str, str]]:
-    """The relative links every derived item carries (root, parent month catalog, collection)."""
+def item_link_objects() -> list[pystac.Link]:
+    """The relative links every derived item carries (root, parent month catalog, collection), as pystac links.
+
+    Every item sits at ``<collection>/<yyyy>/Q<q>/<mm>/<scene_id>/<scene_id>.json``, so they are the same for all.
+    """
     return [
-        {"rel": "root", "href": "../../../../../catalog.json", "type": "application/json", "title": "raw2ready"},
-        {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
-        {"rel": "collection", "href": "../../../../collection.json", "type": "application/json"},
+        _link("root", "../../../../../catalog.json", ROOT_TITLE),
+        _link("parent", "../catalog.json"),
+        _link("collection", "../../../../collection.json"),
     ]
+
+
+def item_links(dt: datetime) -> list[dict[str, str]]:
+    """:func:`item_link_objects` as JSON objects (``dt`` is not needed: the depth of every item is the same)."""
+    return [link.to_dict(transform_href=False) for link in item_link_objects()]
 
 
 def record_skip(storage: Store, scene: dict[str, Any], reason: str, details: dict[str, Any] | None = None) -> str:
@@ -131,21 +143,6 @@ def record_skip(storage: Store, scene: dict[str, Any], reason: str, details: dic
     key = skip_key(dt, scene["scene_id"])
     write_if_changed(storage, key, dumps(body))
     return key
-
-
-def parse_datetime(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp (``Z`` or offset) into an aware UTC datetime."""
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
-
-
-def format_datetime(dt: datetime) -> str:
-    """RFC 3339 UTC with a ``Z`` suffix and whole seconds (microseconds kept only if non-zero)."""
-    dt = dt.astimezone(UTC)
-    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if dt.microsecond else "%Y-%m-%dT%H:%M:%SZ"
-    return dt.strftime(fmt)
 
 
 @dataclass(frozen=True)
@@ -171,20 +168,16 @@ def scan(storage: Store) -> list[SceneRecord]:
     return out
 
 
-def _catalog(id_: str, description: str, links: list[dict[str, str]], title: str | None = None) -> dict[str, Any]:
-    obj: dict[str, Any] = {"type": "Catalog", "stac_version": STAC_VERSION, "id": id_}
-    if title:
-        obj["title"] = title
-    obj["description"] = description
-    obj["links"] = links
-    return obj
+def _catalog(id_: str, description: str, links: list[pystac.Link], title: str | None = None) -> dict[str, Any]:
+    """A catalog node's JSON object, with exactly ``links`` (relative hrefs from the layout)."""
+    cat = pystac.Catalog(id_, description, title=title)
+    cat.links = links
+    return stac_dict(cat)
 
 
-def _link(rel: str, href: str, title: str | None = None) -> dict[str, str]:
-    link = {"rel": rel, "href": href, "type": "application/json"}
-    if title:
-        link["title"] = title
-    return link
+def _link(rel: str, href: str, title: str | None = None,
+          media_type: str = pystac.MediaType.JSON) -> pystac.Link:
+    return pystac.Link(rel, href, media_type, title)
 
 
 @dataclass
@@ -222,26 +215,25 @@ def rebuild_catalog(storage: Store) -> RebuildResult:
 
     files: dict[str, bytes] = {}
     root_links = [
-        _link("root", "./catalog.json", "raw2ready"),
+        _link("root", "./catalog.json", ROOT_TITLE),
         _link("child", f"./{COLLECTION_ID}/collection.json", "Sentinel-2 NDVI and LAI"),
     ]
     files["catalog.json"] = dumps(_catalog(
         ROOT_ID, "raw2ready analysis-ready Sentinel-2 vegetation products (NDVI, LAI, cloud mask).",
-        root_links, title="raw2ready"))
+        root_links, title=ROOT_TITLE))
 
-    coll_links = [_link("root", "../catalog.json", "raw2ready"), _link("parent", "../catalog.json", "raw2ready")]
+    coll_links = [_link("root", "../catalog.json", ROOT_TITLE), _link("parent", "../catalog.json", ROOT_TITLE)]
     for year in sorted(tree):
         coll_links.append(_link("child", f"./{year:04d}/catalog.json", f"{year}"))
-        ylinks = [_link("root", "../../catalog.json", "raw2ready"), _link("parent", "../collection.json")]
+        ylinks = [_link("root", "../../catalog.json", ROOT_TITLE), _link("parent", "../collection.json")]
         for q in sorted(tree[year]):
             ylinks.append(_link("child", f"./Q{q}/catalog.json", f"{year} Q{q}"))
-            qlinks = [_link("root", "../../../catalog.json", "raw2ready"), _link("parent", "../catalog.json")]
+            qlinks = [_link("root", "../../../catalog.json", ROOT_TITLE), _link("parent", "../catalog.json")]
             for month in sorted(tree[year][q]):
                 qlinks.append(_link("child", f"./{month:02d}/catalog.json", f"{year}-{month:02d}"))
-                mlinks = [_link("root", "../../../../catalog.json", "raw2ready"), _link("parent", "../catalog.json")]
+                mlinks = [_link("root", "../../../../catalog.json", ROOT_TITLE), _link("parent", "../catalog.json")]
                 for it in tree[year][q][month]:
-                    mlinks.append({"rel": "item", "href": f"./{it['id']}/{it['id']}.json",
-                                   "type": "application/geo+json"})
+                    mlinks.append(_link("item", f"./{it['id']}/{it['id']}.json", media_type=pystac.MediaType.GEOJSON))
                 files[join(COLLECTION_ID, f"{year:04d}", f"Q{q}", f"{month:02d}", "catalog.json")] = dumps(
                     _catalog(f"{COLLECTION_ID}-{year:04d}-{month:02d}", f"Products acquired {year}-{month:02d}.",
                              mlinks, title=f"{year}-{month:02d}"))
@@ -271,65 +263,67 @@ def rebuild_catalog(storage: Store) -> RebuildResult:
     return RebuildResult(len(items), n_skipped, written, unchanged, removed)
 
 
-def _collection(items: list[dict[str, Any]], links: list[dict[str, str]]) -> dict[str, Any]:
+def _collection(items: list[dict[str, Any]], links: list[pystac.Link]) -> dict[str, Any]:
+    """The collection's JSON object: extent over ``items`` (the whole world and an open interval without any)."""
     if items:
         bboxes = [it["bbox"] for it in items]
         bbox = [min(b[0] for b in bboxes), min(b[1] for b in bboxes), max(b[2] for b in bboxes),
                 max(b[3] for b in bboxes)]
-        interval = [items[0]["properties"]["datetime"], items[-1]["properties"]["datetime"]]
+        interval: list[datetime | None] = [parse_datetime(items[0]["properties"]["datetime"]),
+                    parse_datetime(items[-1]["properties"]["datetime"])]
     else:
         bbox = [-180.0, -90.0, 180.0, 90.0]
         interval = [None, None]
-    return {
-        "type": "Collection",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": [EXT_RASTER],
-        "id": COLLECTION_ID,
-        "title": "Sentinel-2 NDVI and LAI (raw2ready)",
-        "description": (
+    coll = pystac.Collection(
+        id=COLLECTION_ID,
+        title="Sentinel-2 NDVI and LAI (raw2ready)",
+        description=(
             "Per-scene analysis-ready vegetation products derived from Sentinel-2 L2A (and the matching L1C "
             "for cloud masking): NDVI at 10 m, SNAP biophysical-processor LAI and its flags at 20 m, and the "
             "cloud/cirrus/shadow mask at 20 m. Cloud-Optimized GeoTIFFs in the tile's UTM CRS."
         ),
-        "keywords": ["sentinel-2", "ndvi", "lai", "vegetation", "analysis-ready"],
-        "license": "other",
-        "providers": [
-            {"name": "European Union/ESA/Copernicus", "roles": ["producer", "licensor"],
-             "url": "https://sentinel.esa.int/web/sentinel/user-guides/sentinel-2-msi"},
-            {"name": "raw2ready", "roles": ["processor"]},
+        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([interval])),
+        keywords=["sentinel-2", "ndvi", "lai", "vegetation", "analysis-ready"],
+        license="other",
+        providers=[
+            pystac.Provider("European Union/ESA/Copernicus", roles=[pystac.ProviderRole.PRODUCER,
+                                                                    pystac.ProviderRole.LICENSOR],
+                            url="https://sentinel.esa.int/web/sentinel/user-guides/sentinel-2-msi"),
+            pystac.Provider("raw2ready", roles=[pystac.ProviderRole.PROCESSOR]),
         ],
-        "extent": {"spatial": {"bbox": [bbox]}, "temporal": {"interval": [interval]}},
-        "item_assets": _item_assets(),
-        **({"assets": _timeseries_assets(items)} if items else {}),
-        "links": [*links, {"rel": "license", "href": "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice",
-                           "type": "text/html", "title": "Copernicus Sentinel data terms"}],
-    }
+    )
+    RasterExtension.add_to(coll)
+    coll.item_assets = _item_assets()
+    if items:
+        coll.add_asset("timeseries", _timeseries_asset(items))
+    coll.links = [*links, _link("license", LICENSE_URL, "Copernicus Sentinel data terms", pystac.MediaType.HTML)]
+    return stac_dict(coll)
 
 
-def _timeseries_assets(items: list[dict[str, Any]]) -> dict[str, Any]:
+def _timeseries_asset(items: list[dict[str, Any]]) -> pystac.Asset:
     """The collection-level asset describing the time-series store (:mod:`steps.products.cube`), derived from the
     COGs listed here and kept in step with them by every catalog rebuild (unless ``RAW2READY_CUBE=false``)."""
     tiles = sorted({str(it["properties"].get("grid:code", "")).removeprefix("MGRS-") for it in items} - {""})
-    return {"timeseries": {
-        "href": "../cube/",
-        "type": "application/vnd+zarr",
-        "roles": ["data", "timeseries"],
-        "title": "NDVI, LAI, LAI flags and cloud mask time series per MGRS tile (Zarr v3, sharded)",
-        "description": (
+    return pystac.Asset(
+        "../cube/",
+        title="NDVI, LAI, LAI flags and cloud mask time series per MGRS tile (Zarr v3, sharded)",
+        description=(
             "Derived from this collection's COGs, which stay the product of record. Per tile: "
             "cube/<tile>/manifest.json names the write-once Zarr v3 groups (segments) holding the stored "
             "integers of each date, arrays (time, y, x) on the product's native grid, chunks of all the "
             "segment's dates x 32 x 32 pixels (zstd + crc32c) in shards of 512 x 512 pixels, with the item "
             "id and asset checksums of every date. Rebuild with `raw2ready cube rebuild`."),
-        "raw2ready:tiles": tiles,
-    }}
+        media_type="application/vnd+zarr",
+        roles=["data", "timeseries"],
+        extra_fields={"raw2ready:tiles": tiles},
+    )
 
 
-def _item_assets() -> dict[str, Any]:
+def _item_assets() -> dict[str, pystac.ItemAssetDefinition | dict[str, Any]]:
     from steps.products.definitions import PRODUCTS
 
-    return {p.key: {"title": p.title, "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                    "roles": list(p.roles)} for p in PRODUCTS}
+    return {p.key: pystac.ItemAssetDefinition.create(title=p.title, description=None, media_type=pystac.MediaType.COG,
+                                                     roles=list(p.roles)) for p in PRODUCTS}
 
 
 def _index(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -62,6 +62,7 @@ import numpy as np
 from steps.errors import TransientError
 from steps.products.catalog import INDEX_KEY, dumps
 from steps.products.definitions import BY_KEY
+from steps.products.raster import Grid
 from steps.storage import LocalStorage, S3Storage
 
 log = logging.getLogger(__name__)
@@ -268,8 +269,8 @@ def index_rows(storage: Store) -> list[IndexRow]:
 
 
 def _grids_of(row: IndexRow) -> dict[str, dict[str, list[Any]]]:
-    return {k: {"shape": [int(v) for v in row.grids[k]["shape"]],
-                "transform": [float(v) for v in row.grids[k]["transform"][:6]]} for k in CUBE_KEYS}
+    """The store products' grids of an index row, in the manifest's form (:meth:`Grid.to_proj`)."""
+    return {k: Grid.from_proj(row.epsg, row.grids[k]).to_proj() for k in CUBE_KEYS}
 
 
 def eligible(row: IndexRow) -> bool:

@@ -21,10 +21,11 @@ setting to change, as boto3 errors do (:func:`steps.storage.access_denied_messag
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,16 +109,69 @@ def gdal_errors(what: str, *, href: str | None = None, side: Side | None = None)
 
 @dataclass(frozen=True)
 class Grid:
-    """A raster grid: CRS, affine transform (pixel corner), shape (rows, cols)."""
+    """A raster grid: CRS, affine transform (pixel → CRS units, upper-left pixel corner), shape (rows, cols).
+
+    The one grid type of the pipeline (band reads, resampling, product writes) and of the EDR (the catalog
+    index's per-asset grids, pixel look-ups). In the catalog index and the time-series store manifests a
+    grid is written as ``{"shape": [rows, cols], "transform": [a, b, c, d, e, f]}`` (:meth:`to_proj`,
+    :meth:`from_proj`; the item's ``proj:shape`` and the first six ``proj:transform`` numbers).
+    """
 
     crs: str
     transform: Affine
     shape: tuple[int, int]
 
+    @classmethod
+    def from_proj(cls, crs: str, proj: Mapping[str, Sequence[Any]]) -> Grid:
+        """From ``{"shape": [rows, cols], "transform": [a, b, c, d, e, f, …]}`` (more numbers are ignored)."""
+        rows, cols = int(proj["shape"][0]), int(proj["shape"][1])
+        return cls(crs, Affine(*(float(v) for v in proj["transform"][:6])), (rows, cols))
+
+    def to_proj(self) -> dict[str, list[Any]]:
+        """``{"shape": [rows, cols], "transform": [a, b, c, d, e, f]}`` (the index and store-manifest form)."""
+        return {"shape": [int(v) for v in self.shape], "transform": [float(v) for v in list(self.transform)[:6]]}
+
     @property
     def res(self) -> float:
         """Pixel size in CRS units (square pixels)."""
         return float(self.transform.a)
+
+    @property
+    def epsg(self) -> int:
+        """The EPSG code of an ``EPSG:<code>`` CRS (``ValueError`` for any other CRS)."""
+        code = self.crs.split(":", 1)
+        if len(code) != 2 or code[0].upper() != "EPSG":
+            raise ValueError(f"not an EPSG CRS: {self.crs!r}")
+        return int(code[1])
+
+    @property
+    def height(self) -> int:
+        """Rows."""
+        return self.shape[0]
+
+    @property
+    def width(self) -> int:
+        """Columns."""
+        return self.shape[1]
+
+    @functools.cached_property
+    def inverse(self) -> tuple[float, float, float, float, float, float]:
+        """Coefficients (a, b, c, d, e, f) of the inverse transform: col = a·x + b·y + c, row = d·x + e·y + f
+        (plain floats: the EDR applies it once per date, and Affine's own operators cost microseconds)."""
+        inv = ~self.transform
+        return float(inv.a), float(inv.b), float(inv.c), float(inv.d), float(inv.e), float(inv.f)
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """Grid centre (x, y) in the grid's CRS."""
+        return self.transform @ (self.width / 2.0, self.height / 2.0)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) in the grid's CRS."""
+        x0, y0 = self.transform @ (0, 0)
+        x1, y1 = self.transform @ (self.width, self.height)
+        return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
     def scaled(self, res: float) -> Grid:
         """The same extent at another resolution (extent must be a multiple of ``res``)."""

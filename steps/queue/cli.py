@@ -1,6 +1,6 @@
 """``raw2ready tiles | enqueue | worker | dead-letters``: the queue-driven commands (thin click wrappers).
 
-The logic lives in :mod:`steps.sentinel2.tiles` and :mod:`steps.queue.worker`;
+The logic lives in :mod:`steps.sentinel2.tiles` and :mod:`steps.queue` (``worker``, ``transport``);
 ``steps.cli`` adds :data:`COMMANDS` to the ``raw2ready`` group. Exit codes as everywhere: 2 bad arguments, 3 invalid
 input, 75 broker unreachable.
 """
@@ -13,7 +13,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 import click
 
@@ -41,6 +43,14 @@ def _select_tiles(tiles: str | None, aoi: str | None, bbox: str | None = None, c
         return aoi_tiles(aoi, cover=cover)
     assert bbox is not None
     return tiles_for_bbox(parse_bbox(bbox))
+
+
+def reconnect_options[F: Callable[..., Any]](cmd: F) -> F:
+    """``--reconnect-attempts`` and ``--reconnect-max-delay`` (the publisher's and the worker's broker back-off)."""
+    cmd = click.option("--reconnect-max-delay", type=click.FloatRange(0.1), default=30.0, show_default=True,
+                       help="Cap of the reconnect back-off in seconds (1 s doubling, with jitter).")(cmd)
+    return click.option("--reconnect-attempts", type=click.IntRange(0), default=10, show_default=True,
+                        help="After a lost broker connection: consecutive reconnect attempts before exiting 75.")(cmd)
 
 
 def _date(text: str, name: str) -> date:
@@ -119,10 +129,7 @@ def tiles_cmd(aoi: str | None, bbox: str | None, cover: str, land_only: bool, fm
 @click.option("--force", is_flag=True,
               help="Order option: reprocess scenes that are already complete (e.g. after a science change).")
 @click.option("--dry-run", is_flag=True, help="Print the message bodies instead of publishing.")
-@click.option("--reconnect-attempts", type=click.IntRange(0), default=10, show_default=True,
-              help="After a lost broker connection: consecutive reconnect attempts before exiting 75.")
-@click.option("--reconnect-max-delay", type=click.FloatRange(0.1), default=30.0, show_default=True,
-              help="Cap of the reconnect back-off in seconds (1 s doubling, with jitter).")
+@reconnect_options
 def enqueue_cmd(tiles: str | None, aoi: str | None, cover: str, start: str, end: str, resolution: str,
                 source: str | None, out: str | None, queue: str | None, recheck: bool, force: bool,
                 dry_run: bool, reconnect_attempts: int, reconnect_max_delay: float) -> None:
@@ -150,7 +157,7 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, cover: str, start: str, end:
         for o in orders:
             click.echo(f"{o.message_id} {o.canonical().decode()}")
         return
-    from steps.queue.worker import publish_report
+    from steps.queue.transport import publish_report
 
     _quiet_pika()
 
@@ -183,10 +190,7 @@ def enqueue_cmd(tiles: str | None, aoi: str | None, cover: str, start: str, end:
 @click.option("--scene-workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Scenes of one order processed in parallel (process pool).")
 @click.option("--queue", default=None, help="Work-order queue (default RAW2READY_QUEUE_NAME).")
-@click.option("--reconnect-attempts", type=click.IntRange(0), default=10, show_default=True,
-              help="After a lost broker connection: consecutive reconnect attempts before exiting 75.")
-@click.option("--reconnect-max-delay", type=click.FloatRange(0.1), default=30.0, show_default=True,
-              help="Cap of the reconnect back-off in seconds (1 s doubling, with jitter).")
+@reconnect_options
 def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None, grace: float,
                max_retries: int | None, max_redeliveries: int, scene_workers: int, queue: str | None,
                reconnect_attempts: int, reconnect_max_delay: float) -> None:
@@ -225,7 +229,7 @@ def worker_cmd(concurrency: int, max_orders: int | None, idle_exit: float | None
 @click.option("--redrive", is_flag=True, help="Move them back to the work queue (after fixing the cause).")
 def dead_letters_cmd(queue: str | None, limit: int, redrive: bool) -> None:
     """List the dead-letter queue (id, exit code, reason) or re-drive it into the work queue."""
-    from steps.queue.worker import peek_dead, redrive_dead
+    from steps.queue.transport import peek_dead, redrive_dead
 
     _quiet_pika()
 

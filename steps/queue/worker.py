@@ -1,21 +1,12 @@
-"""RabbitMQ work orders: topology, publishing with confirms, and the worker that runs them locally.
+"""The queue worker: consumes work orders and runs them with the local runner, tying the transport
+(:mod:`steps.queue.transport`: pika) to the order bookkeeping (:mod:`steps.queue.bookkeeping`: done records,
+retries, dead-letter reasons) and the catalog batch (:mod:`steps.queue.catalog_batch`). See ``docs/QUEUE.md``.
 
-Topology for a work-order queue ``Q`` (all durable; see ``docs/QUEUE.md``):
-
-* ``Q`` — the work queue. Arguments ``x-dead-letter-exchange = Q.dlx`` and
-  ``x-dead-letter-routing-key = Q.dead``, so anything the broker itself dead-letters (a reject without
-  requeue, an operator's purge policy) ends in the dead-letter queue too.
-* ``Q.dlx`` — a direct exchange; ``Q.dead`` — the dead-letter queue, bound to it with key ``Q.dead``.
-* ``Q.retry`` — the delay queue for transient failures: a message is republished there with a per-message
-  ``expiration`` (the backoff, ms) and an incremented ``x-raw2ready-retries`` header; when it expires the
-  broker dead-letters it back to ``Q`` (``x-dead-letter-exchange = ""``, routing key ``Q``).
-
-Messages are :class:`steps.queue.orders.WorkOrder` canonical JSON bodies, persistent (delivery mode 2), with
-``message_id = WorkOrder.message_id``. Plain RabbitMQ cannot deduplicate, so the worker does: an order is
-done when its record ``<out>/orders/<message_id>.json`` exists in the order's output storage (written
-after every scene of the order is published) and every scene it lists is still complete (a scene
-quarantined by ``audit --requeue`` makes the same order run again); a delivery whose twin is running in
-this worker is acknowledged at once. Re-publishing an order is therefore harmless.
+Plain RabbitMQ cannot deduplicate, so the worker does: an order is done when its record
+``<out>/orders/<message_id>.json`` exists in the order's output storage (written after every scene of the
+order is published) and every scene it lists is still complete (a scene quarantined by ``audit --requeue``
+makes the same order run again); a delivery whose twin is running in this worker is acknowledged at once.
+Re-publishing an order is therefore harmless.
 
 The worker (:class:`Worker`) consumes with manual acknowledgement and ``prefetch = concurrency``. Each order
 runs in a thread (``find_scenes`` + ``run_scenes``); the connection stays in the main thread, which keeps
@@ -27,33 +18,26 @@ heartbeats flowing and receives the thread's outcome through ``add_callback_thre
 * invalid (malformed JSON, unknown tile, end before start, bad input: exit 3), bad usage (2) or unexpected
   (1) → publish to ``Q.dlx`` with headers ``x-raw2ready-reason`` and ``x-raw2ready-exit-code``, then ack.
 
-Publish-then-ack means a crash in between leaves a duplicate, never a loss; duplicates are deduplicated.
+Publish-then-ack means a crash in between leaves a duplicate, never a loss; duplicates are deduplicated. The
+catalog is not rebuilt per order: the item sidecars are the commit point, and the worker rebuilds the catalog of
+the roots its orders wrote to once per batch (:class:`steps.queue.catalog_batch.CatalogBatch`).
 
-Broker loss (the broker stopped or killed, a connection reset): the worker and the publisher reconnect with
-exponential back-off (:func:`backoff_delay`: 1 s doubling to a 30 s cap, with jitter; after
-``reconnect_attempts`` consecutive failures they give up with ``TransientError``, exit 75). Only a lost
-connection is retried this way: a broker that does not answer the *first* connection still fails at once
-(exit 75), as before. Deliveries die with their channel: an order still running when the connection
-dropped keeps running, its outcome is never acted on with its old delivery tag; the broker redelivers the
-message, and the redelivery is attached to the running order (or settled with its outcome if it already
-finished) instead of running it a second time. A redelivery that lands in another worker finds the done
-record (the order's effect happens once).
+Broker loss: the connection is reopened with back-off (:class:`steps.queue.transport.Reconnect`). Deliveries die
+with their channel: an order still running when the connection dropped keeps running, its outcome is never
+acted on with its old delivery tag; the broker redelivers the message, and the redelivery is attached to the
+running order (or settled with its outcome if it already finished) instead of running it a second time. A
+redelivery that lands in another worker finds the done record (the order's effect happens once).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import pika
 import pika.exceptions
@@ -70,273 +54,43 @@ from steps.errors import (
     TransientError,
     exit_code_for,
 )
-from steps.queue.orders import SCHEMA_VERSION, WorkOrder
+from steps.queue.bookkeeping import (
+    HDR_RECHECK,
+    HDR_RETRIES,
+    Outcome,
+    body_id,
+    check_done,
+    clear_redeliveries,
+    count_redelivery,
+    done_key,
+    header_int,
+    settle,
+    write_done_record,
+)
+from steps.queue.catalog_batch import BATCH_ORDERS, BATCH_SECONDS, CatalogBatch
+from steps.queue.orders import WorkOrder
+from steps.queue.transport import (
+    CONNECTION_ERRORS,
+    LOST_OR_UNREACHABLE,
+    RECONNECT_ATTEMPTS,
+    RECONNECT_FIRST_S,
+    RECONNECT_MAX_S,
+    REFUSED,
+    Consumer,
+    Reconnect,
+    Topology,
+    close_quietly,
+    connect,
+    copy_properties,
+    is_connection_loss,
+    safe_url,
+    start_consuming,
+)
 from steps.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-HDR_REASON = "x-raw2ready-reason"
-HDR_EXIT = "x-raw2ready-exit-code"
-HDR_RETRIES = "x-raw2ready-retries"
-HDR_QUEUE = "x-raw2ready-queue"
-HDR_REDRIVEN = "x-raw2ready-redriven"
-HDR_RECHECK = "x-raw2ready-recheck"
-ORDERS_PREFIX = "orders"
-MESSAGE_TYPE = f"raw2ready.work-order.v{SCHEMA_VERSION}"
 ORDER_THREAD_PREFIX = "order-"  # name prefix of the threads running orders
-_REASON_MAX = 1000  # characters kept in the reason header
-
-
-@dataclass(frozen=True)
-class Topology:
-    """Names of the queues and exchanges derived from the work-order queue name."""
-
-    queue: str
-
-    @property
-    def dlx(self) -> str:
-        """Dead-letter exchange (direct)."""
-        return f"{self.queue}.dlx"
-
-    @property
-    def dead(self) -> str:
-        """Dead-letter queue (also its routing key on the dead-letter exchange)."""
-        return f"{self.queue}.dead"
-
-    @property
-    def retry(self) -> str:
-        """Delay queue for transient retries; expired messages go back to :attr:`queue`."""
-        return f"{self.queue}.retry"
-
-    def queue_arguments(self) -> dict[str, Any]:
-        """Arguments of the work queue (every declarer — worker, enqueue, Argo EventSource — must agree)."""
-        return {"x-dead-letter-exchange": self.dlx, "x-dead-letter-routing-key": self.dead}
-
-
-def _safe_url(url: str) -> str:
-    p = urlparse(url)
-    return f"{p.hostname or '?'}:{p.port or 5672}"
-
-
-# Exceptions that mean "the connection (or its channel) is gone": reconnect, never a verdict on an order.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    pika.exceptions.AMQPConnectionError,  # incl. ConnectionClosedByBroker (broker stopping), StreamLostError
-    pika.exceptions.ConnectionWrongStateError,
-    pika.exceptions.ChannelWrongStateError,
-    pika.exceptions.ChannelClosed,
-)
-# ... plus a failed (re)connect, which connect() reports as TransientError caused by AMQPConnectionError.
-_LOST_OR_UNREACHABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TransientError)
-RECONNECT_ATTEMPTS = 10  # consecutive failed reconnects before giving up (exit 75)
-RECONNECT_FIRST_S = 1.0  # first back-off delay, seconds
-RECONNECT_MAX_S = 30.0  # back-off cap, seconds
-
-
-def backoff_delay(attempt: int, first: float = RECONNECT_FIRST_S, cap: float = RECONNECT_MAX_S,
-                  rng: random.Random | None = None) -> float:
-    """Seconds to wait before reconnect ``attempt`` (1-based): ``min(cap, first·2^(attempt-1))`` with "equal
-    jitter" (a uniform draw in the upper half), so that many workers that lost one broker do not reconnect
-    in lock-step."""
-    d = min(cap, first * 2 ** max(0, attempt - 1))
-    return d / 2 + (rng or random).uniform(0, d / 2)
-
-
-def connect(url: str, *, heartbeat: int = 30) -> pika.BlockingConnection:
-    """Open a blocking connection; an unreachable broker is a ``TransientError`` (exit 75)."""
-    params = pika.URLParameters(url)
-    params.heartbeat = heartbeat
-    params.blocked_connection_timeout = 60
-    params.connection_attempts = 1
-    params.socket_timeout = 5
-    try:
-        return pika.BlockingConnection(params)
-    except pika.exceptions.AMQPError as exc:
-        raise TransientError(f"RabbitMQ at {_safe_url(url)} is unreachable: {type(exc).__name__} {exc}") from exc
-
-
-def declare_topology(channel: BlockingChannel, topo: Topology) -> None:
-    """Declare the work, dead-letter and retry queues and the dead-letter exchange (idempotent).
-
-    A queue that already exists with other arguments closes the channel (PRECONDITION_FAILED); that is
-    reported as a one-line ``Raw2ReadyError`` naming the queue.
-    """
-    try:
-        channel.exchange_declare(topo.dlx, exchange_type="direct", durable=True)
-        channel.queue_declare(topo.dead, durable=True)
-        channel.queue_bind(topo.dead, topo.dlx, routing_key=topo.dead)
-        channel.queue_declare(topo.queue, durable=True, arguments=topo.queue_arguments())
-        channel.queue_declare(topo.retry, durable=True,
-                              arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": topo.queue})
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        raise Raw2ReadyError(f"cannot declare the queues of {topo.queue!r}: {exc.reply_text}") from exc
-
-
-def delete_topology(url: str, queue: str) -> None:
-    """Delete the queues and the exchange of ``queue`` (tests and operators cleaning up)."""
-    topo = Topology(queue)
-    conn = connect(url)
-    try:
-        ch = conn.channel()
-        for q in (topo.queue, topo.retry, topo.dead):
-            ch.queue_delete(q)
-        ch.exchange_delete(topo.dlx)
-    finally:
-        conn.close()
-
-
-def order_properties(order: WorkOrder, headers: dict[str, Any] | None = None) -> BasicProperties:
-    """AMQP properties of a work order: persistent, JSON, ``message_id`` = the order's dedupe key."""
-    return BasicProperties(delivery_mode=2, content_type="application/json", message_id=order.message_id,
-                           type=MESSAGE_TYPE, app_id="raw2ready", headers=dict(headers or {}))
-
-
-@dataclass
-class PublishReport:
-    """What :func:`publish_report` did: ``confirmed`` orders (= the orders given, on success), ``sent``
-    publishes (confirmed + republished), ``republished`` messages sent again after a lost connection (their
-    first copy may or may not be in the queue: a duplicate the worker deduplicates), ``reconnects``."""
-
-    confirmed: int = 0
-    sent: int = 0
-    republished: int = 0
-    reconnects: int = 0
-    seconds: float = 0.0
-
-
-def publish_orders(orders: Iterable[WorkOrder], *, url: str | None = None, queue: str | None = None,
-                   settings: Settings | None = None, recheck: bool = False) -> int:
-    """Declare the topology and publish each order (persistent, publisher confirms, mandatory routing).
-
-    ``recheck=True`` marks the messages (header ``x-raw2ready-recheck``) so that the worker lists the source
-    again even for an order it has already done, and processes scenes that appeared since (re-drives after
-    an audit found scenes missing); scenes already complete are still skipped.
-
-    Returns the number of orders published, once the broker has confirmed every message. A nack or an
-    unroutable message is a ``TransientError`` (nothing is lost: publishing the same orders again is
-    deduplicated by the worker). A connection lost midway is reconnected (see :func:`publish_report`).
-    """
-    return publish_report(orders, url=url, queue=queue, settings=settings, recheck=recheck).confirmed
-
-
-def publish_report(orders: Iterable[WorkOrder], *, url: str | None = None, queue: str | None = None,
-                   settings: Settings | None = None, recheck: bool = False,
-                   reconnect_attempts: int = RECONNECT_ATTEMPTS, reconnect_first_s: float = RECONNECT_FIRST_S,
-                   reconnect_max_s: float = RECONNECT_MAX_S) -> PublishReport:
-    """:func:`publish_orders` with its counts. Each publish waits for its confirm (one at a time), so when
-    the connection drops, every order before the current one is confirmed and the current one is in doubt:
-    after reconnecting (back-off as the worker's) publishing resumes *at* the order in doubt, which is then
-    counted as republished. ``reconnect_attempts`` consecutive failed reconnects raise ``TransientError``;
-    the first connection is not retried (an unreachable broker fails at once, exit 75).
-    """
-    s = settings or get_settings()
-    url, queue = url or s.broker_url, queue or s.queue_name
-    topo = Topology(queue)
-    todo = list(orders)
-    rep = PublishReport()
-    t0 = time.monotonic()
-    conn = connect(url)
-    failures = 0
-    in_doubt = False  # the order at rep.confirmed was sent on a connection that died before its confirm
-    try:
-        while True:
-            try:
-                if not conn.is_open:
-                    conn = connect(url)
-                ch = conn.channel()
-                declare_topology(ch, topo)
-                ch.confirm_delivery()
-                if failures:
-                    log.info("reconnected to RabbitMQ at %s after %d attempt(s): resuming at order %d of %d",
-                             _safe_url(url), failures, rep.confirmed + 1, len(todo))
-                    failures = 0
-                while rep.confirmed < len(todo):
-                    order = todo[rep.confirmed]
-                    props = order_properties(order, {HDR_RECHECK: 1} if recheck else None)
-                    rep.republished += in_doubt
-                    in_doubt = True
-                    rep.sent += 1
-                    try:
-                        ch.basic_publish("", topo.queue, order.canonical(), props, mandatory=True)
-                    except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
-                        raise TransientError(f"broker did not accept order {order.message_id}: {exc}") from exc
-                    in_doubt = False
-                    rep.confirmed += 1
-                    if rep.confirmed % 500 == 0:
-                        log.info("published %d orders", rep.confirmed)
-                break
-            except _LOST_OR_UNREACHABLE as exc:
-                if isinstance(exc, TransientError) and not isinstance(exc.__cause__,
-                                                              pika.exceptions.AMQPConnectionError):
-                    raise  # a nack or an unroutable order: the broker answered, no reconnect helps
-                failures += 1
-                if failures > reconnect_attempts:
-                    raise TransientError(f"lost the connection to RabbitMQ at {_safe_url(url)} after "
-                                         f"{rep.confirmed} of {len(todo)} orders and {reconnect_attempts} "
-                                         f"reconnect attempts failed: {exc}") from exc
-                if failures == 1:
-                    rep.reconnects += 1
-                delay = backoff_delay(failures, reconnect_first_s, reconnect_max_s)
-                log.warning("connection lost to RabbitMQ at %s after %d of %d confirmed orders (%s): "
-                            "reconnecting in %.1f s (attempt %d/%d)", _safe_url(url), rep.confirmed, len(todo),
-                            type(exc).__name__, delay, failures, reconnect_attempts)
-                _close_quietly(conn)
-                time.sleep(delay)
-    finally:
-        _close_quietly(conn)
-    rep.seconds = time.monotonic() - t0
-    log.info("published %d orders to %s in %.2fs (%.0f orders/s; %d sent, %d republished, %d reconnects)",
-             rep.confirmed, queue, rep.seconds, rep.confirmed / rep.seconds if rep.seconds > 0 else 0.0,
-             rep.sent, rep.republished, rep.reconnects)
-    return rep
-
-
-def _close_quietly(conn: pika.BlockingConnection | None) -> None:
-    """Close a connection that may already be dead (its errors mean nothing any more)."""
-    if conn is None:
-        return
-    try:
-        if conn.is_open:
-            conn.close()
-    except Exception as exc:  # a dead socket: nothing left to close
-        log.debug("closing a dead connection: %s", exc)
-
-
-def done_key(message_id: str) -> str:
-    """Key of an order's done record below its output root: ``orders/<message_id>.json``."""
-    return f"{ORDERS_PREFIX}/{message_id}.json"
-
-
-def redeliveries_key(message_id: str) -> str:
-    """Key of an order's redelivery counter below its output root."""
-    return f"{ORDERS_PREFIX}/{message_id}.redeliveries.json"
-
-
-def _incomplete_scenes(storage: Any, record: dict[str, Any]) -> list[str]:
-    """Scene ids of a done record whose item sidecar and skip record are both gone (e.g. quarantined)."""
-    from steps.products.catalog import item_key, parse_datetime, skip_key
-
-    gone = []
-    for sc in record.get("scenes", []):
-        dt = parse_datetime(sc["datetime"])
-        if not (storage.exists(item_key(dt, sc["scene_id"])) or storage.exists(skip_key(dt, sc["scene_id"]))):
-            gone.append(sc["scene_id"])
-    return gone
-
-
-def body_id(body: bytes) -> str:
-    """A dedupe key for a body without ``message_id`` (``raw-`` + sha256 prefix)."""
-    return "raw-" + hashlib.sha256(body).hexdigest()[:32]
-
-
-# ------------------------------------------------------------------------------------------------ worker
-@dataclass
-class Outcome:
-    """What to do with a delivery once its order ran: ``ack``, ``retry`` or ``dead`` (with reason, exit code)."""
-
-    action: str
-    reason: str = ""
-    exit_code: int = EXIT_OK
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -386,9 +140,14 @@ class Worker:
     (:meth:`request_stop`): then it takes no new order, waits up to ``grace`` seconds for running orders
     and requeues the ones that did not finish (another worker redoes them; completed scenes are skipped).
 
+    The catalog of the output roots the orders wrote to is rebuilt once per batch: when the queue is momentarily
+    empty, after ``catalog_batch_orders`` orders or ``catalog_batch_seconds`` seconds, whichever comes first, and
+    always before the worker stops (:class:`steps.queue.catalog_batch.CatalogBatch`).
+
     A lost connection is reopened with back-off (``reconnect_attempts`` consecutive failures, delays from
-    ``reconnect_first_s`` doubling to ``reconnect_max_s``, see :func:`backoff_delay`), the topology is declared
-    again and consuming resumes; orders running at that moment are handled as the module docstring says.
+    ``reconnect_first_s`` doubling to ``reconnect_max_s``, see :class:`steps.queue.transport.Reconnect`), the
+    topology is declared again and consuming resumes; orders running at that moment are handled as the module
+    docstring says.
     """
 
     def __init__(self, *, url: str | None = None, queue: str | None = None, concurrency: int = 1,
@@ -396,7 +155,8 @@ class Worker:
                  max_retries: int | None = None, retry_backoff_s: float | None = None, scene_workers: int = 1,
                  settings: Settings | None = None, runner: OrderRunner | None = None, heartbeat: int = 30,
                  max_redeliveries: int = 5, reconnect_attempts: int = RECONNECT_ATTEMPTS,
-                 reconnect_first_s: float = RECONNECT_FIRST_S, reconnect_max_s: float = RECONNECT_MAX_S) -> None:
+                 reconnect_first_s: float = RECONNECT_FIRST_S, reconnect_max_s: float = RECONNECT_MAX_S,
+                 catalog_batch_orders: int = BATCH_ORDERS, catalog_batch_seconds: float = BATCH_SECONDS) -> None:
         s = settings or get_settings()
         self.settings = s
         self.url = url or s.broker_url
@@ -412,47 +172,42 @@ class Worker:
         self.heartbeat = heartbeat
         self.max_redeliveries = max_redeliveries
         self.stats = WorkerStats()
+        self.catalog = CatalogBatch(self._rebuild_catalog, max_orders=catalog_batch_orders,
+                                    max_seconds=catalog_batch_seconds)
+        self.reconnect = Reconnect(self.url, reconnect_attempts, reconnect_first_s, reconnect_max_s)
         self._stop = threading.Event()
         self._inflight: dict[int, _Delivery] = {}
-        self._catalog_lock = threading.Lock()
         self._conn: pika.BlockingConnection | None = None
-        self._ch: BlockingChannel | None = None
-        self._pub: BlockingChannel | None = None
-        self._ctag: str | None = None
+        self._consumer: Consumer | None = None
         self._last_activity = time.monotonic()
-        self.reconnect_attempts = reconnect_attempts
-        self.reconnect_first_s = reconnect_first_s
-        self.reconnect_max_s = reconnect_max_s
         # Connection epochs: a delivery tag is valid only on the channel it came from. Orders whose delivery
         # died with a connection wait here for their redelivery (by order key): still running, or finished.
         self._lock = threading.Lock()
         self._epoch = 0
         self._orphans: dict[str, _Delivery] = {}
         self._orphan_outcomes: dict[str, tuple[_Delivery, Outcome]] = {}
-        self._failures = 0
 
     # ------------------------------------------------------------------ the work itself (worker thread)
     def run_order(self, order: WorkOrder, recheck: bool = False) -> Outcome:
         """Run one order: skip if it is done, else list and process its scenes, then record it.
 
         Done = its record exists and every scene listed there is still complete. ``recheck`` ignores the
-        record (the source is listed again; complete scenes are still skipped by the runner).
+        record (the source is listed again; complete scenes are still skipped by the runner). The catalog is
+        left to the batch rebuild (the outcome names the root).
         """
         from steps.pipeline.runner import SceneResult, run_scenes
-        from steps.products.catalog import rebuild_catalog
         from steps.sentinel2.source import find_scenes
         from steps.storage import open_storage
 
         s = self.settings
         mid = order.message_id
         storage = open_storage(order.out, s)
-        if not recheck and storage.exists(done_key(mid)):
-            gone = _incomplete_scenes(storage, json.loads(storage.read_bytes(done_key(mid))))
-            if not gone:
-                log.info("order %s already done (%s): acknowledged without work", mid, done_key(mid))
-                if storage.exists(redeliveries_key(mid)):
-                    storage.delete(redeliveries_key(mid))
-                return Outcome("ack", "already done", detail={"already_done": True})
+        gone = None if recheck else check_done(storage, mid)
+        if gone == []:
+            log.info("order %s already done (%s): acknowledged without work", mid, done_key(mid))
+            clear_redeliveries(storage, mid)
+            return Outcome("ack", "already done", detail={"already_done": True}, catalog=order.out)
+        if gone:
             log.warning("order %s was done but %d scene(s) are no longer complete (e.g. quarantined by "
                         "`audit --requeue`): running it again", mid, len(gone))
         tiles = order.tiles.split(",")
@@ -469,46 +224,34 @@ class Worker:
 
         t0 = time.monotonic()
         summary = run_scenes(scenes, order.out, workers=self.scene_workers, force=order.force, settings=s,
-                             progress=progress)
-        if self.concurrency > 1:
-            # Orders running side by side each rebuild the catalog inside run_scenes; one may have scanned
-            # before another's item was published. A serialised rebuild after each order fixes the tree.
-            with self._catalog_lock:
-                rebuild_catalog(storage)
+                             progress=progress, catalog=False)
         counts = {k: summary.count(k) for k in ("done", "skipped", "complete", "failed")}
         code = summary.exit_code
         if code == EXIT_OK:
-            st = {r.scene_id: r.status for r in summary.results}
-            record = {
-                "message_id": mid,
-                "order": order.model_dump(mode="json"),
-                "scenes": [{"scene_id": sc.scene_id, "datetime": sc.datetime, "status": st.get(sc.scene_id, "")}
-                           for sc in scenes],
-                "counts": counts,
-                "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "seconds": round(time.monotonic() - t0, 3),
-            }
-            storage.write_bytes(done_key(mid), json.dumps(record, indent=1, sort_keys=True).encode() + b"\n")
-            if storage.exists(redeliveries_key(mid)):
-                storage.delete(redeliveries_key(mid))
+            write_done_record(storage, order, scenes, {r.scene_id: r.status for r in summary.results}, counts,
+                              time.monotonic() - t0)
             log.info("order %s done in %.1fs: %s", mid, time.monotonic() - t0, counts)
-            return Outcome("ack", "done", detail=counts)
+            return Outcome("ack", "done", detail=counts, catalog=order.out)
         failed = [r for r in summary.results if r.status == "failed"]
         first = failed[0]
         reason = (f"{len(failed)} of {len(scenes)} scene(s) failed; first {first.scene_id} at "
                   f"{first.step or '?'}: {first.error}")
         action = "retry" if code == EXIT_TRANSIENT else "dead"
-        return Outcome(action, reason, code, detail=counts)
+        return Outcome(action, reason, code, detail=counts, catalog=order.out)
+
+    def _rebuild_catalog(self, root: str) -> None:
+        """Rebuild the catalog of ``root`` from its sidecars, as ``run_scenes`` does (retried when transient)."""
+        from functools import partial
+
+        from steps.pipeline.runner import call_with_retries
+        from steps.pipeline.stac import CATALOG, CatalogInputs
+
+        call_with_retries(partial(CATALOG.run, CatalogInputs(out=root), self.settings), "catalog", self.settings)
 
     def _count_redelivery(self, order: WorkOrder) -> int:
-        """Increment and return the order's redelivery counter (kept next to its done record)."""
         from steps.storage import open_storage
 
-        storage = open_storage(order.out, self.settings)
-        key = redeliveries_key(order.message_id)
-        n = json.loads(storage.read_bytes(key))["count"] + 1 if storage.exists(key) else 1
-        storage.write_bytes(key, json.dumps({"count": n, "message_id": order.message_id}).encode() + b"\n")
-        return int(n)
+        return count_redelivery(open_storage(order.out, self.settings), order.message_id)
 
     def _process(self, body: bytes, recheck: bool = False, redelivered: bool = False) -> Outcome:
         """Parse and run; map every exception to an outcome (never raises)."""
@@ -550,9 +293,8 @@ class Worker:
             return
         self.stats.received += 1
         self._last_activity = time.monotonic()
-        if self.max_orders is not None and self.stats.received >= self.max_orders and self._ctag:
-            ch.basic_cancel(self._ctag)  # take no more deliveries; prefetched extras are nacked above
-            self._ctag = None
+        if self.max_orders is not None and self.stats.received >= self.max_orders and self._consumer:
+            self._consumer.cancel()  # take no more deliveries; prefetched extras are nacked above
         key = props.message_id or body_id(body)
         if self._adopt(tag, key, props, bool(method.redelivered)):
             return
@@ -563,7 +305,7 @@ class Worker:
             self.stats.already_done += 1
             return
         self.stats.redelivered += bool(method.redelivered)
-        retries = int((props.headers or {}).get(HDR_RETRIES, 0) or 0)
+        retries = header_int(props.headers, HDR_RETRIES)
         d = _Delivery(tag, key, body, props, time.monotonic(), epoch=self._epoch)
         self._inflight[tag] = d
         log.info("received order %s%s%s", key, f" (retry {retries})" if retries else "",
@@ -572,7 +314,10 @@ class Worker:
         redelivered = bool(method.redelivered)
 
         def work() -> None:
-            self._finish(d, self._process(body, recheck, redelivered))
+            outcome = self._process(body, recheck, redelivered)
+            if outcome.catalog:  # its sidecars are written: the catalog of its root is now behind
+                self.catalog.note(outcome.catalog)
+            self._finish(d, outcome)
 
         d.thread = threading.Thread(target=work, name=f"{ORDER_THREAD_PREFIX}{key[:11]}", daemon=True)
         d.thread.start()
@@ -625,19 +370,18 @@ class Worker:
 
     def _publish(self, d: _Delivery, exchange: str, routing_key: str, props: BasicProperties) -> bool:
         """Publish a copy of ``d`` (confirmed); on refusal requeue ``d`` instead and return False."""
-        assert self._pub is not None and self._ch is not None
+        assert self._consumer is not None
         try:
-            self._pub.basic_publish(exchange, routing_key, d.body, props, mandatory=True)
-        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            self._consumer.publisher.basic_publish(exchange, routing_key, d.body, props, mandatory=True)
+        except REFUSED as exc:
             log.error("order %s: broker refused the copy for %s (%s): requeued", d.key, routing_key, exc)
-            self._ch.basic_nack(d.tag, requeue=True)
+            self._consumer.channel.basic_nack(d.tag, requeue=True)
             self.stats.requeued += 1
             return False
         return True
 
     def _settle(self, d: _Delivery, outcome: Outcome) -> None:
         """On the connection thread: act on an order's outcome, then ack its delivery."""
-        assert self._ch is not None
         if d.epoch != self._epoch:
             with self._lock:  # scheduled on a connection that has died since: keep for the redelivery
                 self._orphan_outcomes[d.key] = (d, outcome)
@@ -652,35 +396,21 @@ class Worker:
             raise
 
     def _act(self, d: _Delivery, outcome: Outcome) -> None:
-        assert self._ch is not None
+        assert self._consumer is not None
         self._last_activity = time.monotonic()
-        headers = dict(d.props.headers or {})
-        retries = int(headers.get(HDR_RETRIES, 0) or 0)
-        action = outcome.action
-        if action == "retry" and retries >= self.max_retries:
-            action = "dead"
-            outcome = Outcome("dead", f"gave up after {retries} retries: {outcome.reason}", EXIT_TRANSIENT)
-        if action == "retry":
-            delay_ms = int(1000 * self.retry_backoff_s * (2 ** retries))
-            headers[HDR_RETRIES] = retries + 1
-            headers[HDR_REASON] = outcome.reason[:_REASON_MAX]
-            headers[HDR_EXIT] = outcome.exit_code
-            props = BasicProperties(delivery_mode=2, content_type=d.props.content_type or "application/json",
-                                    message_id=d.props.message_id, type=d.props.type, app_id=d.props.app_id,
-                                    headers=headers, expiration=str(max(delay_ms, 1)))
+        plan = settle(outcome, d.props.headers, max_retries=self.max_retries, backoff_s=self.retry_backoff_s,
+                      queue=self.topo.queue)
+        outcome = plan.outcome
+        if plan.action == "retry":
+            props = copy_properties(d.props, plan.headers, expiration_ms=plan.expiration_ms,
+                                    content_type=d.props.content_type or "application/json")
             if not self._publish(d, "", self.topo.retry, props):
                 return
             self.stats.retried += 1
-            log.warning("order %s: transient failure, retry %d/%d in %.1fs: %s", d.key, retries + 1,
-                        self.max_retries, delay_ms / 1000, outcome.reason)
-        elif action == "dead":
-            headers[HDR_REASON] = outcome.reason[:_REASON_MAX]
-            headers[HDR_EXIT] = outcome.exit_code
-            headers[HDR_QUEUE] = self.topo.queue
-            props = BasicProperties(delivery_mode=2, content_type=d.props.content_type,
-                                    message_id=d.props.message_id, type=d.props.type, app_id=d.props.app_id,
-                                    headers=headers)
-            if not self._publish(d, self.topo.dlx, self.topo.dead, props):
+            log.warning("order %s: transient failure, retry %d/%d in %.1fs: %s", d.key, plan.retries + 1,
+                        self.max_retries, plan.expiration_ms / 1000, outcome.reason)
+        elif plan.action == "dead":
+            if not self._publish(d, self.topo.dlx, self.topo.dead, copy_properties(d.props, plan.headers)):
                 return
             self.stats.dead += 1
             log.error("order %s dead-lettered to %s (exit %d): %s", d.key, self.topo.dead, outcome.exit_code,
@@ -689,7 +419,7 @@ class Worker:
             self.stats.already_done += 1
         else:
             self.stats.done += 1
-        self._ch.basic_ack(d.tag)
+        self._consumer.channel.basic_ack(d.tag)
         log.info("progress: %d received, %d done, %d already done, %d retried, %d dead-lettered, %d running",
                  self.stats.received, self.stats.done, self.stats.already_done, self.stats.retried,
                  self.stats.dead, len(self._inflight))
@@ -705,11 +435,19 @@ class Worker:
             return True
         return False
 
+    def _catalog_due(self) -> None:
+        """Between events: start the batch rebuild of the catalog when one is due (see :class:`CatalogBatch`)."""
+        idle_for = 0.0 if self._inflight else time.monotonic() - self._last_activity
+        reason = self.catalog.due(idle_for)
+        if reason:
+            self.catalog.start(reason)
+
     def run(self, install_signals: bool = True) -> WorkerStats:
         """Consume until a stop condition; returns the counters.
 
         The first connection failing is a ``TransientError`` at once; a connection lost later is reopened
         with back-off, and only ``reconnect_attempts`` consecutive failures end the run with ``TransientError``.
+        The catalog of every root an order wrote to is rebuilt before this returns (or raises).
         """
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
@@ -720,30 +458,22 @@ class Worker:
                 try:
                     self._session()
                     break
-                except _LOST_OR_UNREACHABLE as exc:
-                    if isinstance(exc, TransientError) and not isinstance(
-                            exc.__cause__, pika.exceptions.AMQPConnectionError):
+                except LOST_OR_UNREACHABLE as exc:
+                    if not is_connection_loss(exc):
                         raise
                     self._connection_lost()
                     if self._stop.is_set():
                         log.warning("connection to RabbitMQ at %s lost while stopping (%s): unacknowledged "
-                                    "orders go back to the queue", _safe_url(self.url), type(exc).__name__)
+                                    "orders go back to the queue", safe_url(self.url), type(exc).__name__)
                         break
-                    self._failures += 1
-                    if self._failures > self.reconnect_attempts:
-                        raise TransientError(f"lost the connection to RabbitMQ at {_safe_url(self.url)} and "
-                                             f"{self.reconnect_attempts} reconnect attempts failed: {exc}") from exc
-                    if self._failures == 1:
-                        self.stats.reconnects += 1
-                    delay = backoff_delay(self._failures, self.reconnect_first_s, self.reconnect_max_s)
-                    log.warning("connection lost to RabbitMQ at %s (%s: %s): reconnecting in %.1f s (attempt "
-                                "%d/%d)", _safe_url(self.url), type(exc).__name__, str(exc)[:200] or "-", delay,
-                                self._failures, self.reconnect_attempts)
+                    delay = self.reconnect.lost(exc)
+                    self.stats.reconnects = self.reconnect.reconnects
                     self._stop.wait(delay)
                     if self._stop.is_set():
                         break
         finally:
-            _close_quietly(self._conn)  # unacked deliveries (if any) go back to the queue
+            close_quietly(self._conn)  # unacked deliveries (if any) go back to the queue
+            self.catalog.flush()
         log.info("worker stopped: %s", self.stats)
         return self.stats
 
@@ -754,22 +484,15 @@ class Worker:
             with self._lock:
                 self._conn = conn
         assert self._conn is not None
-        self._ch = self._conn.channel()
-        declare_topology(self._ch, self.topo)
-        self._pub = self._conn.channel()
-        self._pub.confirm_delivery()
-        self._ch.basic_qos(prefetch_count=self.concurrency)
-        self._ctag = self._ch.basic_consume(self.topo.queue, self._on_message, auto_ack=False)
-        if self._failures:
-            log.info("reconnected to RabbitMQ at %s after %d attempt(s); %d order(s) from before still running",
-                     _safe_url(self.url), self._failures,
-                     sum(d.thread is not None and d.thread.is_alive() for d in self._orphans.values()))
-            self._failures = 0
+        self._consumer = start_consuming(self._conn, self.topo, self.concurrency, self._on_message)
+        running = sum(d.thread is not None and d.thread.is_alive() for d in self._orphans.values())
+        self.reconnect.reconnected(f"; {running} order(s) from before still running")
         log.info("worker consuming %s (concurrency %d, prefetch %d)", self.topo.queue, self.concurrency,
                  self.concurrency)
         self._last_activity = time.monotonic()
         while not self._stop.is_set() and not self._should_exit():
             self._conn.process_data_events(time_limit=0.2)
+            self._catalog_due()
         if self._stop.is_set():
             self._drain()
 
@@ -783,25 +506,22 @@ class Worker:
                     self._orphans[d.key] = d
             self._inflight.clear()
             old, self._conn = self._conn, None
-        self._ch = self._pub = None
-        self._ctag = None
+        self._consumer = None
         if lost:
             log.warning("%d order(s) in flight when the connection dropped: their delivery tags are void; "
                         "the broker redelivers them", len(lost))
-        _close_quietly(old)
+        close_quietly(old)
 
     def _drain(self) -> None:
         """After a stop request: no new deliveries; wait up to ``grace`` for running orders, requeue the rest."""
-        assert self._conn is not None and self._ch is not None
-        if self._ctag:
-            self._ch.basic_cancel(self._ctag)
-            self._ctag = None
+        assert self._conn is not None and self._consumer is not None
+        self._consumer.cancel()
         deadline = time.monotonic() + self.grace
         while self._inflight and time.monotonic() < deadline:
             self._conn.process_data_events(time_limit=0.2)
         for tag, d in list(self._inflight.items()):
             log.warning("order %s did not finish within %.0fs: requeued", d.key, self.grace)
-            self._ch.basic_nack(tag, requeue=True)
+            self._consumer.channel.basic_nack(tag, requeue=True)
             self.stats.requeued += 1
             self._inflight.pop(tag, None)
 
@@ -809,87 +529,3 @@ class Worker:
 def run_worker(**kwargs: Any) -> WorkerStats:
     """Build a :class:`Worker` from keyword arguments and run it (see its docstring)."""
     return Worker(**kwargs).run()
-
-
-# ------------------------------------------------------------------------------------------ dead letters
-@dataclass
-class DeadLetter:
-    """One message in the dead-letter queue."""
-
-    message_id: str
-    reason: str
-    exit_code: int
-    retries: int
-    body: bytes
-
-
-def peek_dead(*, url: str | None = None, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
-    """Read up to ``limit`` dead letters without removing them (they are requeued in order)."""
-    s = get_settings()
-    topo = Topology(queue or s.queue_name)
-    conn = connect(url or s.broker_url)
-    out: list[DeadLetter] = []
-    try:
-        ch = conn.channel()
-        declare_topology(ch, topo)
-        for _ in range(limit):
-            method, props, body = ch.basic_get(topo.dead, auto_ack=False)
-            if method is None:
-                break
-            h = props.headers or {}
-            out.append(DeadLetter(props.message_id or body_id(body), _text(h.get(HDR_REASON, "")),
-                                  int(h.get(HDR_EXIT, 0) or 0), int(h.get(HDR_RETRIES, 0) or 0), body))
-    finally:
-        conn.close()  # closing the channel returns every unacked message to the queue
-    return out
-
-
-def _text(v: Any) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-
-
-def redrive_dead(*, url: str | None = None, queue: str | None = None, limit: int | None = None) -> int:
-    """Move dead letters back to the work queue (retry counter reset; reason headers dropped).
-
-    Each message is republished with publisher confirms before its dead copy is acknowledged, so a crash
-    leaves a duplicate (deduplicated by the worker), never a loss. Returns the number moved.
-    """
-    s = get_settings()
-    topo = Topology(queue or s.queue_name)
-    conn = connect(url or s.broker_url)
-    moved = 0
-    try:
-        ch = conn.channel()
-        declare_topology(ch, topo)
-        ch.confirm_delivery()
-        while limit is None or moved < limit:
-            method, props, body = ch.basic_get(topo.dead, auto_ack=False)
-            if method is None:
-                break
-            h = {k: v for k, v in (props.headers or {}).items()
-                 if k not in (HDR_REASON, HDR_EXIT, HDR_RETRIES, HDR_QUEUE) and k != "x-death"}
-            h[HDR_REDRIVEN] = int((props.headers or {}).get(HDR_REDRIVEN, 0) or 0) + 1
-            new = BasicProperties(delivery_mode=2, content_type=props.content_type, message_id=props.message_id,
-                                  type=props.type, app_id=props.app_id, headers=h)
-            ch.basic_publish("", topo.queue, body, new, mandatory=True)
-            ch.basic_ack(method.delivery_tag)
-            moved += 1
-    finally:
-        if conn.is_open:
-            conn.close()
-    log.info("re-drove %d dead letter(s) from %s to %s", moved, topo.dead, topo.queue)
-    return moved
-
-
-def queue_depths(*, url: str | None = None, queue: str | None = None) -> dict[str, int]:
-    """Ready-message counts of the work, retry and dead-letter queues (passive declares)."""
-    s = get_settings()
-    topo = Topology(queue or s.queue_name)
-    conn = connect(url or s.broker_url)
-    try:
-        ch = conn.channel()
-        declare_topology(ch, topo)
-        return {q: ch.queue_declare(q, passive=True).method.message_count
-                for q in (topo.queue, topo.retry, topo.dead)}
-    finally:
-        conn.close()

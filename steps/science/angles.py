@@ -138,15 +138,8 @@ def _apply_columns(blended: np.ndarray, weights: ColumnWeights) -> np.ndarray:
     return out
 
 
-def interpolate_grid(
-    grid: np.ndarray,
-    *,
-    step_m: float = S2_ANGLE_STEP_M,
-    out_shape: tuple[int, int],
-    res_m: float,
-    row_off: int = 0,
-    col_off: int = 0,
-) -> np.ndarray:
+def interpolate_grid(grid: np.ndarray, *, step_m: float = S2_ANGLE_STEP_M, out_shape: tuple[int, int], res_m: float,
+                     row_off: int = 0, col_off: int = 0) -> np.ndarray:
     """Bilinear interpolation of a (zenith) angle grid at raster pixel centres.
 
     Args:
@@ -169,15 +162,8 @@ def interpolate_grid(
     return _apply_columns(blended, weights)
 
 
-def interpolate_azimuth_grid(
-    grid: np.ndarray,
-    *,
-    step_m: float = S2_ANGLE_STEP_M,
-    out_shape: tuple[int, int],
-    res_m: float,
-    row_off: int = 0,
-    col_off: int = 0,
-) -> np.ndarray:
+def interpolate_azimuth_grid(grid: np.ndarray, *, step_m: float = S2_ANGLE_STEP_M, out_shape: tuple[int, int],
+                             res_m: float, row_off: int = 0, col_off: int = 0) -> np.ndarray:
     """Bilinear interpolation of an azimuth grid via unit vectors, so 359° and 1° average to 0°.
 
     Same geometry and arguments as :func:`interpolate_grid`. Missing (NaN) nodes are filled from the

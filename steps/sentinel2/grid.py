@@ -33,10 +33,11 @@ import gzip
 import itertools
 import math
 import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from steps.errors import InvalidInputError
 
@@ -149,13 +150,40 @@ class Tile:
         return footprint_lonlat(self.epsg, self.bounds)
 
 
+_TLS = threading.local()
+
+
+def _transformer(src: str, dst: str) -> Any:
+    """The calling thread's pyproj ``Transformer`` ``src`` → ``dst`` (``always_xy``: x = lon/easting first).
+
+    pyproj transformers are not thread-safe: each thread builds and keeps its own (one per CRS pair).
+    """
+    cache: dict[tuple[str, str], Any] | None = getattr(_TLS, "transformers", None)
+    if cache is None:
+        cache = _TLS.transformers = {}
+    tf = cache.get((src, dst))
+    if tf is None:
+        from pyproj import Transformer
+
+        tf = cache[(src, dst)] = Transformer.from_crs(src, dst, always_xy=True)
+    return tf
+
+
+def lonlat_to_utm(epsg: int) -> Any:
+    """Transformer WGS84 lon/lat (CRS84 axis order) → ``EPSG:<epsg>``; cached per thread: use it in this one."""
+    return _transformer("EPSG:4326", f"EPSG:{epsg}")
+
+
+def utm_to_lonlat(epsg: int) -> Any:
+    """Transformer ``EPSG:<epsg>`` → WGS84 lon/lat (CRS84 axis order); cached per thread: use it in this one."""
+    return _transformer(f"EPSG:{epsg}", "EPSG:4326")
+
+
 def footprint_lonlat(epsg: int, bounds: tuple[float, float, float, float], n: int = 21) -> tuple[
     float, float, float, float
 ]:
     """WGS84 (lon, lat) bounds of a projected box, with each edge densified to ``n`` points."""
-    from pyproj import Transformer
-
-    tr = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
+    tr = utm_to_lonlat(epsg)
     xmin, ymin, xmax, ymax = bounds
     xs: list[float] = []
     ys: list[float] = []
@@ -173,9 +201,7 @@ def footprint_polygon_lonlat(epsg: int, bounds: tuple[float, float, float, float
     list[float]
 ]:
     """Closed WGS84 ring (counter-clockwise) of a projected box, ``n`` points per edge; for GeoJSON."""
-    from pyproj import Transformer
-
-    tr = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
+    tr = utm_to_lonlat(epsg)
     xmin, ymin, xmax, ymax = bounds
     pts: list[tuple[float, float]] = []
     corners = [(xmin, ymin), (xmax, ymin), (xmax, ymax), (xmin, ymax), (xmin, ymin)]

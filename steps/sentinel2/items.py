@@ -57,7 +57,7 @@ from urllib.parse import urljoin, urlparse
 
 from steps.errors import InvalidInputError
 from steps.sentinel2.bands import BAND_BY_ASSET_KEY, BANDS
-from steps.sentinel2.metadata import baseline_key
+from steps.sentinel2.metadata import baseline_from_product_id, baseline_key
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ _C1_ID_RE = re.compile(r"^(?P<unit>S2[A-D])_T(?P<tile>\d{2}[C-X][A-Z]{2})_(?P<st
 _GRANULE_TILE_RE = re.compile(r"_T(\d{1,2}[C-X][A-Z]{2})(?:_|$)")
 _GRID_CODE_RE = re.compile(r"^MGRS-T?(\d{1,2})([C-X])([A-Z]{2})$")
 _TILE_RE = re.compile(r"^(\d{1,2})([C-HJ-NP-X])([A-HJ-NP-Z][A-HJ-NP-V])$")
-_BASELINE_RE = re.compile(r"^(\d{1,2})\.(\d{2})$")
 _CDSE_KEY_RE = re.compile(r"^(B\d{2}|B8A|SCL)_(10|20|60)m$")
 _ZARR_TYPES = ("zarr",)
 
@@ -216,11 +215,14 @@ def canonical_tile(text: str) -> str | None:
 
 
 def _baseline(value: Any) -> str | None:
-    """Normalise ``"2.14"``/``"02.14"`` → ``"02.14"``; None if ``value`` is not a baseline."""
+    """Normalise ``"2.14"``/``"02.14"`` → ``"02.14"`` (as :func:`baseline_key` reads it); None if not a baseline."""
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         return None
-    m = _BASELINE_RE.match(str(value).strip())
-    return f"{int(m.group(1)):02d}.{m.group(2)}" if m else None
+    try:
+        major, minor = baseline_key(str(value))
+    except InvalidInputError:
+        return None
+    return f"{major:02d}.{minor:02d}"
 
 
 def _parse_time(value: Any, item_id: str, what: str) -> datetime:
@@ -454,13 +456,12 @@ def _processing_baseline(props: Mapping[str, Any], item_id: str, product_id: str
             if b is None:
                 raise InvalidInputError(f"item {item_id}: {key} {props[key]!r} is not a baseline like '04.00'")
             found.append((key, b))
-    m = _PRODUCT_RE.match(product_id or "")
-    if m and m.group("baseline") and m.group("baseline") != "0000":
-        nb = m.group("baseline")
-        found.append(("product id", f"{nb[:2]}.{nb[2:]}"))
-    m2 = re.search(r"_N(\d{2}\.\d{2})$", datatake_id or "")
-    if m2:
-        found.append(("datatake id", m2.group(1)))
+    # the product id's N0509 and the datatake id's _N05.09, read as the SAFE reader reads them (placeholders: none)
+    for src, name in (("product id", product_id if _PRODUCT_RE.match(product_id or "") else None),
+                      ("datatake id", datatake_id)):
+        b = baseline_from_product_id(name) if name else None
+        if b is not None:
+            found.append((src, b))
     return _agree(item_id, "processing baseline", found)
 
 

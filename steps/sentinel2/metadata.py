@@ -189,6 +189,17 @@ class _Doc:
         return t.astimezone(UTC)
 
 
+def _open(xml: bytes, source: str, kind: str, what: str, levels: dict[str, str]) -> tuple[_Doc, str, str, ET.Element]:
+    """The parsed file, its root element's name, its level (``levels``: root name → level) and its
+    ``General_Info``; a root not in ``levels`` is refused as no Sentinel-2 ``what`` root."""
+    doc = _Doc(xml, source, kind)
+    rname = _local(doc.root.tag)
+    level = levels.get(rname)
+    if level is None:
+        raise doc.fail(f"root element {rname!r} is not a Sentinel-2 {what} root {sorted(levels)}")
+    return doc, rname, level, doc.child(doc.root, "General_Info", rname)
+
+
 # --------------------------------------------------------------------------------------------------
 # tile metadata (MTD_TL.xml)
 # --------------------------------------------------------------------------------------------------
@@ -288,22 +299,12 @@ def _combine_view_grids(
 
 
 def parse_tile_metadata(xml: bytes, *, source: str = "") -> TileMetadata:
-    """Parse a real ESA tile metadata file ``MTD_TL.xml`` (L2A or L1C) into :class:`TileMetadata`.
+    """Parse the bytes of a real ESA tile metadata file ``MTD_TL.xml`` (L2A or L1C) into :class:`TileMetadata`.
 
-    Args:
-        xml: the file's bytes.
-        source: file name or URL used in error messages.
-
-    Raises:
-        InvalidInputError: not XML, an unknown root, or a missing/malformed element (the message names
-            the file and the element).
+    ``source`` (file name or URL) names the file in the :class:`~steps.errors.InvalidInputError` raised for
+    bytes that are not XML, an unknown root, or a missing or malformed element (named too).
     """
-    doc = _Doc(xml, source, "MTD_TL.xml")
-    rname = _local(doc.root.tag)
-    level = _TILE_LEVELS.get(rname)
-    if level is None:
-        raise doc.fail(f"root element {rname!r} is not a Sentinel-2 tile metadata root {sorted(_TILE_LEVELS)}")
-    gi = doc.child(doc.root, "General_Info", rname)
+    doc, rname, level, gi = _open(xml, source, "MTD_TL.xml", "tile metadata", _TILE_LEVELS)
     granule_id = doc.text(gi, "TILE_ID", "General_Info")
     m = re.search(r"_T(\d{2}[A-Z]{3})(?:_|$)", granule_id)
     if not m:
@@ -402,31 +403,13 @@ def parse_tile_metadata(xml: bytes, *, source: str = "") -> TileMetadata:
         cloud = doc.number((el.text or "").strip(), "Quality_Indicators_Info/.../CLOUDY_PIXEL_PERCENTAGE")
         break
 
-    return TileMetadata(
-        level=level,
-        tile_id=tile_id,
-        granule_id=granule_id,
-        datastrip_id=datastrip_id,
-        sensing_time=sensing_time,
-        baseline_hint=baseline_hint,
-        epsg=epsg,
-        ulx=ulx,
-        uly=uly,
-        sizes=sizes,
-        angle_step=step,
-        sun_zenith=sun_zenith,
-        sun_azimuth=sun_azimuth,
-        view_grids=view_grids,
-        view_zenith=view_zenith,
-        view_azimuth=view_azimuth,
-        mean_sun_zenith=mean_sun_zenith,
-        mean_sun_azimuth=mean_sun_azimuth,
-        mean_view_zenith=mean_view_zenith,
-        mean_view_azimuth=mean_view_azimuth,
-        mean_view_by_band=mean_view_by_band,
-        cloud_coverage=cloud,
-        source=doc.source,
-    )
+    return TileMetadata(level=level, tile_id=tile_id, granule_id=granule_id, datastrip_id=datastrip_id,
+                        sensing_time=sensing_time, baseline_hint=baseline_hint, epsg=epsg, ulx=ulx, uly=uly,
+                        sizes=sizes, angle_step=step, sun_zenith=sun_zenith, sun_azimuth=sun_azimuth,
+                        view_grids=view_grids, view_zenith=view_zenith, view_azimuth=view_azimuth,
+                        mean_sun_zenith=mean_sun_zenith, mean_sun_azimuth=mean_sun_azimuth,
+                        mean_view_zenith=mean_view_zenith, mean_view_azimuth=mean_view_azimuth,
+                        mean_view_by_band=mean_view_by_band, cloud_coverage=cloud, source=doc.source)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -486,22 +469,9 @@ def _band_id_map(doc: _Doc, pic: ET.Element | None) -> dict[int, str]:
 
 
 def parse_product_metadata(xml: bytes, *, source: str = "") -> ProductMetadata:
-    """Parse a real ESA product metadata file (``MTD_MSIL2A.xml`` or ``MTD_MSIL1C.xml``).
-
-    Args:
-        xml: the file's bytes.
-        source: file name or URL used in error messages.
-
-    Raises:
-        InvalidInputError: not XML, an unknown root, or a missing/malformed element (the message names
-            the file and the element).
-    """
-    doc = _Doc(xml, source, "product metadata")
-    rname = _local(doc.root.tag)
-    level = _PRODUCT_LEVELS.get(rname)
-    if level is None:
-        raise doc.fail(f"root element {rname!r} is not a Sentinel-2 product metadata root {sorted(_PRODUCT_LEVELS)}")
-    gi = doc.child(doc.root, "General_Info", rname)
+    """Parse a real ESA product metadata file (``MTD_MSIL2A.xml`` or ``MTD_MSIL1C.xml``); errors as
+    :func:`parse_tile_metadata`'s."""
+    doc, _, level, gi = _open(xml, source, "product metadata", "product metadata", _PRODUCT_LEVELS)
     pi = doc.child(gi, "Product_Info", "General_Info")
     pp = "General_Info/Product_Info"
     sensing_start = doc.time(doc.text(pi, "PRODUCT_START_TIME", pp), f"{pp}/PRODUCT_START_TIME")
@@ -576,26 +546,11 @@ def parse_product_metadata(xml: bytes, *, source: str = "") -> ProductMetadata:
     if cc is not None:
         cloud = doc.number(cc, "Quality_Indicators_Info/Cloud_Coverage_Assessment")
 
-    return ProductMetadata(
-        level=level,
-        product_uri=product_uri,
-        product_type=product_type,
-        processing_baseline=pb,
-        platform=platform,
-        datatake_id=datatake_id,
-        sensing_start=sensing_start,
-        generation_time=generation_time,
-        quantification=quantification,
-        add_offsets=add_offsets,
-        nodata_value=nodata,
-        saturated_value=saturated,
-        reflectance_u=reflectance_u,
-        cloud_coverage=cloud,
-        image_files=tuple(image_files),
-        tile_ids=tuple(tile_ids),
-        relative_orbit=relative_orbit,
-        orbit_direction=orbit_direction,
-        offset_tag=otag,
-        source=doc.source,
-    )
+    return ProductMetadata(level=level, product_uri=product_uri, product_type=product_type, processing_baseline=pb,
+                           platform=platform, datatake_id=datatake_id, sensing_start=sensing_start,
+                           generation_time=generation_time, quantification=quantification, add_offsets=add_offsets,
+                           nodata_value=nodata, saturated_value=saturated, reflectance_u=reflectance_u,
+                           cloud_coverage=cloud, image_files=tuple(image_files), tile_ids=tuple(tile_ids),
+                           relative_orbit=relative_orbit, orbit_direction=orbit_direction, offset_tag=otag,
+                           source=doc.source)
 

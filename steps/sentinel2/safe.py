@@ -259,17 +259,8 @@ def open_safe(path: str | Path) -> SafeProduct:
             missing.append(rel)
     if missing:
         logger.info("%s: %d of %d listed image files are absent", safe_name, len(missing), len(product.image_files))
-    return SafeProduct(
-        path=p,
-        safe_name=safe_name,
-        is_zip=is_zip,
-        product=product,
-        tile=tile,
-        granule_dir=granule_dir,
-        band_hrefs=hrefs,
-        image_paths=rels,
-        missing=tuple(missing),
-    )
+    return SafeProduct(path=p, safe_name=safe_name, is_zip=is_zip, product=product, tile=tile, granule_dir=granule_dir,
+                       band_hrefs=hrefs, image_paths=rels, missing=tuple(missing))
 
 
 def find_safe_products(folder: str | Path) -> list[Path]:

@@ -25,6 +25,7 @@ Rules (documented in the README):
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
 import re
@@ -34,14 +35,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, field_serializer, field_validator
 
 from steps.errors import InvalidInputError, TransientError, UsageError
-from steps.products.catalog import format_datetime, parse_datetime
 from steps.sentinel2.grid import parse_tile
 from steps.sentinel2.items import S2Item, best_per_scene, canonical_tile, pair_items, parse_item, resolve_href
 from steps.sentinel2.product import is_safe_href
 from steps.storage import read_uri
+from steps.times import format_datetime, parse_datetime
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class SceneRef(BaseModel):
 
     scene_id: str
     tile: str
-    datetime: str
+    datetime: AwareDatetime
     platform: str
     processing_baseline: str
     l2a_id: str
@@ -65,6 +66,17 @@ class SceneRef(BaseModel):
     l1c_id: str = ""
     l1c_href: str = ""
     resolution: int = 0
+
+    @field_validator("datetime", mode="before")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        """Text from an edge (JSON, an Argo parameter) becomes an aware UTC datetime, whatever its offset."""
+        return parse_datetime(value) if isinstance(value, str) else value
+
+    @field_serializer("datetime")
+    def _rfc3339(self, value: _dt.datetime) -> str:
+        """Written back out in the one text form (``YYYY-MM-DDTHH:MM:SSZ``): manifests and outputs keep their bytes."""
+        return format_datetime(value)
 
 
 def parse_date_range(start: str, end: str) -> tuple[datetime, datetime]:
@@ -323,7 +335,7 @@ def find_scenes(source: str, tiles: list[str], start: str, end: str, *, resoluti
                         "/".join(it.scene_key))
         scenes.append(SceneRef(
             scene_id=scene_id_for(it.platform, it.tile, it.datetime), tile=it.tile,
-            datetime=format_datetime(it.datetime), platform=it.platform,
+            datetime=it.datetime, platform=it.platform,
             processing_baseline=it.processing_baseline or "", l2a_id=it.id, l2a_href=it.href,
             l1c_id=l1.id if l1 else "", l1c_href=l1.href if l1 else "", resolution=resolution,
         ))

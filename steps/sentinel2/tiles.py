@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from steps.errors import UsageError
-from steps.sentinel2.grid import TILE_SIZE_M, Tile, grid_table, parse_tile
+from steps.sentinel2.grid import TILE_SIZE_M, Tile, grid_table, lonlat_to_utm, parse_tile, utm_to_lonlat
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Boundary:
 
     def projected(self, epsg: int) -> tuple[tuple[np.ndarray, ...], ...]:
         """The same rings in ``EPSG:epsg`` metres (x, y)."""
-        tr = _to_utm(epsg)
+        tr = lonlat_to_utm(epsg)
         out = []
         for poly in self.polygons:
             rings = []
@@ -100,13 +100,6 @@ class Boundary:
                 rings.append(np.column_stack([x, y]))
             out.append(tuple(rings))
         return tuple(out)
-
-
-@lru_cache(maxsize=16)
-def _to_utm(epsg: int) -> Any:
-    from pyproj import Transformer
-
-    return Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
 
 
 def _points_in_rings(px: np.ndarray, py: np.ndarray, rings: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -166,8 +159,6 @@ class GridPolygons:
 @lru_cache(maxsize=1)
 def grid_polygons() -> GridPolygons:
     """The lon/lat polygon of every tile of ESA's grid (corners projected from the grid table with pyproj)."""
-    from pyproj import Transformer
-
     table = grid_table()
     ids = tuple(sorted(table))
     by_epsg: dict[int, list[int]] = {}
@@ -179,8 +170,7 @@ def grid_polygons() -> GridPolygons:
         ul = np.array([(table[ids[i]].ulx, table[ids[i]].uly) for i in idx], dtype=float)
         xs = ul[:, :1] + np.array([0.0, s, s, 0.0, 0.0])
         ys = ul[:, 1:] - np.array([0.0, 0.0, s, s, 0.0])
-        tr = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
-        lon, lat = tr.transform(xs, ys)
+        lon, lat = utm_to_lonlat(epsg).transform(xs, ys)
         cm = -183.0 + 6.0 * (epsg % 100)
         lon = cm + (np.asarray(lon) - cm + 180.0) % 360.0 - 180.0
         rings[idx, :, 0] = lon

@@ -489,7 +489,7 @@ def _http_get(url: str, timeout: float = 60.0) -> bytes:
 
 def sha256_multihash(data: bytes) -> str:
     """STAC ``file:checksum`` value: multihash hex (0x12 = sha2-256, 0x20 = 32 bytes) of ``data``."""
-    return "1220" + hashlib.sha256(data).hexdigest()
+    return _multihash(hashlib.sha256(data))
 
 
 def sha256_multihash_file(path: Path) -> str:
@@ -498,7 +498,12 @@ def sha256_multihash_file(path: Path) -> str:
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return "1220" + h.hexdigest()
+    return _multihash(h)
+
+
+def _multihash(sha256: Any) -> str:
+    """The multihash spelling of a finished sha256: code 0x12 (sha2-256), length 0x20, then the digest."""
+    return "1220" + sha256.hexdigest()
 
 
 def gdal_env_options(settings: Settings | None = None, *, side: Side) -> dict[str, Any]:
