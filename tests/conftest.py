@@ -31,7 +31,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 # --- scheduling under xdist ------------------------------------------------------------------------------------
-# `make test` runs `pytest -n 2 --dist loadfile`: a file is one unit of work, handed to whichever worker has
+# `make test` runs `pytest -n 4 --dist loadfile` (TEST_WORKERS): a file is one unit of work, handed to whichever worker has
 # (almost) nothing left. xdist's default order (most tests first) says nothing about time, and a long file handed
 # out last keeps one worker busy while the other idles. So the files are handed out longest first: by the seconds
 # each took in the last run (kept in pytest's cache by the controller), else by this estimate (seconds measured on
