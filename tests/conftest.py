@@ -31,11 +31,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 # --- scheduling under xdist ------------------------------------------------------------------------------------
-# `make test` runs `pytest -n 4 --dist loadfile` (TEST_WORKERS): a file is one unit of work, handed to whichever worker has
-# (almost) nothing left. xdist's default order (most tests first) says nothing about time, and a long file handed
-# out last keeps one worker busy while the other idles. So the files are handed out longest first: by the seconds
-# each took in the last run (kept in pytest's cache by the controller), else by this estimate (seconds measured on
-# a lightly loaded 2-core machine, 2026-12; files not listed count as short).
+# `make test` runs `pytest -n 4 --dist loadfile` (TEST_WORKERS): a file is one unit of work, handed to whichever
+# worker has (almost) nothing left. xdist's default order (most tests first) says nothing about time, and a long
+# file handed out last keeps one worker busy while the others idle. So the files are handed out longest first: by
+# the seconds each took in the last run (kept in pytest's cache by the controller), else by this estimate (seconds
+# measured on a lightly loaded 2-core machine, 2026-12; files not listed count as short).
 FILE_SECONDS_ESTIMATE = {
     "test_synth_full_tile.py": 150,  # one test: 35 s on an idle machine, five minutes when memory is short
     "test_images.py": 180, "test_broker_faults.py": 140, "test_faults.py": 120, "test_cube.py": 95,
