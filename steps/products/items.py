@@ -35,89 +35,76 @@ COG_MEDIA_TYPE = pystac.MediaType.COG  # "image/tiff; application=geotiff; profi
 class BandConversion(Protocol):
     """A band's DN → reflectance conversion (reflectance = DN·scale + offset)."""
 
-    @property
-    def scale(self) -> float:
-        """Reflectance per DN."""
+    scale: float
+    """Reflectance per DN."""
 
-    @property
-    def offset(self) -> float:
-        """Reflectance offset (0 before processing baseline 04.00)."""
+    offset: float
+    """Reflectance offset (0 before processing baseline 04.00)."""
 
 
 class RadiometryDecision(Protocol):
     """Which source decided the DN → reflectance conversion."""
 
-    @property
-    def source(self) -> str:
-        """The deciding source of the L2A conversion."""
+    source: str
+    """The deciding source of the L2A conversion."""
 
-    @property
-    def detail(self) -> str:
-        """How it was decided (what it was checked against)."""
+    detail: str
+    """How it was decided (what it was checked against)."""
 
-    @property
-    def l1c_source(self) -> str:
-        """The deciding source of the L1C conversion ('' without L1C)."""
+    l1c_source: str
+    """The deciding source of the L1C conversion ('' without L1C)."""
 
 
 class AngleSource(Protocol):
     """Where the sun/view angles came from."""
 
-    @property
-    def source(self) -> str:
-        """Where the angles come from."""
+    source: str
+    """Where the angles come from."""
 
 
 class ItemScene(Protocol):
-    """What a derived item is built from: the source identities, the grids and the conversion decisions."""
+    """What a derived item is built from: the source identities, the grids and the conversion decisions.
 
-    @property
-    def scene_id(self) -> str:
-        """Derived scene id (also the item id)."""
+    Plain values are attributes; the nested records are read-only properties (so their own protocols
+    match the scene manifest's models structurally).
+    """
 
-    @property
-    def tile(self) -> str:
-        """MGRS tile, e.g. ``47PQR``."""
+    scene_id: str
+    """Derived scene id (also the item id)."""
 
-    @property
-    def datetime(self) -> dt.datetime:
-        """Acquisition time, aware UTC."""
+    tile: str
+    """MGRS tile, e.g. ``47PQR``."""
 
-    @property
-    def platform(self) -> str:
-        """E.g. ``sentinel-2a``."""
+    datetime: dt.datetime
+    """Acquisition time, aware UTC."""
 
-    @property
-    def processing_baseline(self) -> str:
-        """The L2A source's processing baseline, e.g. ``05.10``."""
+    platform: str
+    """E.g. ``sentinel-2a``."""
 
-    @property
-    def l2a_id(self) -> str:
-        """Source L2A item/product id."""
+    processing_baseline: str
+    """The L2A source's processing baseline, e.g. ``05.10``."""
 
-    @property
-    def l2a_href(self) -> str:
-        """Source L2A item href (a ``derived_from`` link)."""
+    l2a_id: str
+    """Source L2A item/product id."""
 
-    @property
-    def l1c_id(self) -> str:
-        """Source L1C id ('' without L1C)."""
+    l2a_href: str
+    """Source L2A item href (a ``derived_from`` link)."""
 
-    @property
-    def l1c_href(self) -> str:
-        """Source L1C href ('' without L1C)."""
+    l1c_id: str
+    """Source L1C id ('' without L1C)."""
 
-    @property
-    def epsg(self) -> int:
-        """EPSG code of the tile's UTM CRS."""
+    l1c_href: str
+    """Source L1C href ('' without L1C)."""
+
+    epsg: int
+    """EPSG code of the tile's UTM CRS."""
 
     @property
     def grid_res(self) -> Mapping[int, float]:
         """Nominal grid class (10, 20, 60) → pixel size used (m)."""
 
-    @property
-    def source_format(self) -> str:
-        """``stac-item:<convention>`` or ``safe``."""
+    source_format: str
+    """``stac-item:<convention>`` or ``safe``."""
 
     @property
     def bands(self) -> Mapping[str, BandConversion]:
@@ -127,9 +114,8 @@ class ItemScene(Protocol):
     def l1c_bands(self) -> Mapping[str, BandConversion]:
         """L1C band → DN conversion (empty without L1C)."""
 
-    @property
-    def ndvi_nir_band(self) -> str:
-        """NIR band of the NDVI (B08, or B8A)."""
+    ndvi_nir_band: str
+    """NIR band of the NDVI (B08, or B8A)."""
 
     @property
     def radiometry(self) -> RadiometryDecision:
@@ -139,9 +125,8 @@ class ItemScene(Protocol):
     def angles(self) -> AngleSource:
         """The sun/view angles' source."""
 
-    @property
-    def cloud_cover(self) -> float | None:
-        """The source's stated cloud cover (%), if any."""
+    cloud_cover: float | None
+    """The source's stated cloud cover (%), if any."""
 
     def grid(self, res: int) -> Grid:
         """The scene's grid of nominal class ``res`` (10: NDVI, 20: LAI and cloud mask)."""

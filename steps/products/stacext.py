@@ -89,54 +89,8 @@ class ProcessingExtension(PropertiesExtension, ExtensionManagementMixin[pystac.I
     def apply(self, *, level: str | None = None, facility: str | None = None,
               software: dict[str, str] | None = None, lineage: str | None = None,
               expression: dict[str, Any] | None = None) -> None:
-        """Set the fields, in this order (``None`` leaves a field out)."""
-        self.level = level
-        self.facility = facility
-        self.software = software
-        self.lineage = lineage
-        self.expression = expression
-
-    @property
-    def level(self) -> str | None:
-        """``processing:level``: the processing level of the item's data (e.g. ``L2B``)."""
-        return self._get_property("processing:level", str)
-
-    @level.setter
-    def level(self, v: str | None) -> None:
-        self._set_property("processing:level", v)
-
-    @property
-    def facility(self) -> str | None:
-        """``processing:facility``: who processed the data."""
-        return self._get_property("processing:facility", str)
-
-    @facility.setter
-    def facility(self, v: str | None) -> None:
-        self._set_property("processing:facility", v)
-
-    @property
-    def software(self) -> dict[str, str] | None:
-        """``processing:software``: software name → version."""
-        return self._get_property("processing:software", dict[str, str])
-
-    @software.setter
-    def software(self, v: dict[str, str] | None) -> None:
-        self._set_property("processing:software", v)
-
-    @property
-    def lineage(self) -> str | None:
-        """``processing:lineage``: free-text description of how the data was processed."""
-        return self._get_property("processing:lineage", str)
-
-    @lineage.setter
-    def lineage(self, v: str | None) -> None:
-        self._set_property("processing:lineage", v)
-
-    @property
-    def expression(self) -> dict[str, Any] | None:
-        """``processing:expression``: ``{"format": ..., "expression": ...}`` (any JSON value as expression)."""
-        return self._get_property("processing:expression", dict[str, Any])
-
-    @expression.setter
-    def expression(self, v: dict[str, Any] | None) -> None:
-        self._set_property("processing:expression", v)
+        """Set the ``processing:*`` fields, in this order (``None`` leaves a field out)."""
+        fields = {"level": level, "facility": facility, "software": software, "lineage": lineage,
+                  "expression": expression}
+        for name, value in fields.items():
+            self._set_property(f"processing:{name}", value)
