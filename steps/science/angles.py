@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +73,8 @@ def fill_nan_nearest(grid: np.ndarray) -> np.ndarray:
         raise ValueError("angle grid has no finite node (all NaN)")
     if missing.any():
         # indices of the nearest zero (= finite node) of the mask, per node
+        from scipy import ndimage  # here, not at module level: scipy.ndimage costs every process ~0.3 s to import
+
         idx = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
         g = g[tuple(idx)]
     return g

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
+# cv2 is imported inside the functions that use it: most processes that load this module (help, the
+# worker, the ndvi and stac steps) never call them, and the import costs each ~0.1 s.
 import numpy as np
 
 from steps.science import _compiled
@@ -211,6 +212,8 @@ def cloud_probability(
 # ----------------------------------------------------------------------------------- post-processing
 def disk(radius: int) -> np.ndarray:
     """Disk structuring element (uint8, (2r+1)^2) rasterised like s2cloudless's (filled ``cv2.circle``)."""
+    import cv2
+
     r = int(radius)
     img = np.zeros((2 * r + 1, 2 * r + 1), dtype=np.uint8)
     return cv2.circle(img, (r, r), r, color=1, thickness=-1)
@@ -250,6 +253,8 @@ def params_for_resolution(resolution_m: float, threshold: float = 0.4) -> CloudM
 
 def _average(prob0: np.ndarray, params: CloudMaskParams) -> np.ndarray:
     """Disk-average (float32) like s2cloudless: cv2.filter2D, normalised disk, BORDER_REFLECT."""
+    import cv2
+
     if not params.average_over:
         return prob0
     k = disk(params.average_over)
@@ -258,6 +263,8 @@ def _average(prob0: np.ndarray, params: CloudMaskParams) -> np.ndarray:
 
 
 def _threshold_dilate(avg: np.ndarray, params: CloudMaskParams) -> np.ndarray:
+    import cv2
+
     m: np.ndarray = (avg > params.threshold).astype(np.uint8)
     if params.dilation_size:
         m = cv2.dilate(m, disk(params.dilation_size))
@@ -400,6 +407,8 @@ def build_cloud_mask(
         may also call cloud - masking it either way); shadow before cirrus because it is the darker,
         more damaging contamination for NDVI/LAI; buffer only ever replaces clear.
     """
+    import cv2
+
     scl = np.asarray(scl, dtype=np.uint8)
     base = scl_to_mask(scl)
     nodata = base == MASK_NODATA
