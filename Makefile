@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 # Test processes: more than the 2 cores, because most of the suite's wall time is waiting (raw2ready subprocesses,
 # RabbitMQ nodes starting, moto servers, workers idling out); 4 overlap those waits (issue 16: 2 → 4 workers
@@ -18,12 +19,19 @@ $(STAMP): pyproject.toml
 	@bash .ci/find-python >/dev/null
 	@test -x $(PY) || $$(bash .ci/find-python) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,workflows,serve,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,workflows,serve]'
 	@echo "compiling the s2cloudless model for this CPU (once per machine, ~2 min; cached in ~/.cache/raw2ready)"
 	$(VENV)/bin/raw2ready -q cloud-model
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv (Python 3.12) and install raw2ready with all extras
+setup: $(STAMP) ## create .venv (Python 3.12) and install raw2ready with the extras the tests use
+
+# The bench extra (xarray, netCDF4: bench_edr's baselines) only for `make bench`: xarray brings pandas, which
+# LightGBM and lleaves import whenever it is installed (~0.5-1 s in every mask step, worker and test process).
+# The images do not carry it either.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	@touch $(BENCH_STAMP)
 
 demo: $(STAMP) ## synthesize a small archive offline and process it into ./raw2ready-demo
 	$(VENV)/bin/raw2ready demo --dir raw2ready-demo
@@ -41,7 +49,7 @@ lint: $(STAMP) ## ruff + mypy
 render: $(STAMP) ## regenerate manifests/base/generated from the step contracts (Hera)
 	$(VENV)/bin/raw2ready render --out manifests/base
 
-bench: $(STAMP) ## run the benchmarks (full-size tiles; minutes)
+bench: $(BENCH_STAMP) ## run the benchmarks (full-size tiles; minutes)
 	$(PY) bench/run_all.py
 
 lock: $(STAMP) ## regenerate the images' hash-pinned lock files (images/*/requirements.lock; uv, needs PyPI)

